@@ -1,0 +1,81 @@
+"""SQLAlchemy tables of the run registry: runs, their intervals and their artifacts.
+
+Only `store.py` uses these classes. A change here needs a new alembic migration in
+`migrations/versions/`; `tests/test_registry.py` checks that the two agree.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class SqlRun(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    experiment: Mapped[str] = mapped_column(String(255), index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    config_hash: Mapped[str] = mapped_column(String(128))
+    model_id: Mapped[str] = mapped_column(String(255))
+    targets: Mapped[list[str]] = mapped_column(JSON)
+    target_summary: Mapped[str] = mapped_column(Text)
+    lr: Mapped[float]
+    steps: Mapped[int]
+    dora: Mapped[bool]
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    data_stats: Mapped[dict[str, Any]] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+
+    intervals: Mapped[list[SqlInterval]] = relationship(
+        order_by="SqlInterval.step", cascade="all, delete-orphan", passive_deletes=True
+    )
+    artifacts: Mapped[list[SqlArtifact]] = relationship(
+        order_by="SqlArtifact.kind", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class SqlInterval(Base):
+    __tablename__ = "intervals"
+
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    step: Mapped[int] = mapped_column(primary_key=True)
+    lr: Mapped[float | None]
+    train_loss: Mapped[float | None]
+    eval_loss: Mapped[float | None]
+    domain_wer: Mapped[float | None]
+    heldout_wer: Mapped[float | None]
+    domain_utts: Mapped[int | None]
+    heldout_utts: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SqlArtifact(Base):
+    __tablename__ = "artifacts"
+
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    step: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

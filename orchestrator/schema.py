@@ -1,0 +1,96 @@
+"""Typed schemas of every config group, registered with Hydra's ConfigStore.
+
+Values live in `conf/`; these dataclasses only fix the keys and their types, so a typo in an
+override (`optim.lrr=1e-4`) fails while composing with "Key 'lrr' not in 'OptimConf'".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConf:
+    name: str = MISSING
+    id: str = MISSING  # hub id (`UsefulSensors/moonshine-streaming-tiny`) or a local folder
+    revision: Optional[str] = None
+    build: Optional[str] = None  # recipe that builds `id` locally when the folder is missing
+    architecture: Optional[str] = None  # config shipped in orchestrator/architectures/, for `plan` offline
+    tokens_per_second: float = 6.5  # decoding budget: max new tokens per second of audio
+
+
+@dataclass
+class TargetsConf:
+    """Which modules get an adapter, in the model's anatomy (see orchestrator/targets.py)."""
+
+    name: str = "custom"
+    components: List[str] = field(default_factory=list)  # frontend, encoder, adapter, decoder, head
+    kinds: List[str] = field(default_factory=list)  # q_proj, self_attn, cross_attn, mlp, linear, ...
+    patterns: List[str] = field(default_factory=list)  # escape hatch: full-match regexes on names
+    exclude: List[str] = field(default_factory=list)  # full-match regexes removed from the result
+    on_unsupported: str = "refuse"  # refuse | skip  (nn.Identity and other types PEFT cannot adapt)
+
+
+@dataclass
+class AdapterConf:
+    kind: str = "lora"  # lora | dora
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+
+
+@dataclass
+class OptimConf:
+    lr: float = 1e-5
+    steps: int = 1000
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_ratio: float = 0.1
+    schedule: str = "linear"  # linear warmup + linear decay (transformers' scheduler)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 42
+
+
+@dataclass
+class DataConf:
+    train_manifest: str = "data/train_manifest_expanded.jsonl"
+    max_seconds: float = 20.0
+    rms_target: float = 0.075
+    sample_rate: int = 16000
+
+
+@dataclass
+class EvalConf:
+    interval: int = 100
+    domain_manifest: str = "data/domain_manifest.jsonl"
+    heldout_manifest: str = "data/heldout_manifest.jsonl"
+    batch_size: int = 16
+
+
+@dataclass
+class RegistryConf:
+    url: str = "sqlite:///registry.db"
+
+
+@dataclass
+class RunConf:
+    model: ModelConf = MISSING
+    adapter: AdapterConf = MISSING
+    targets: TargetsConf = MISSING
+    optim: OptimConf = MISSING
+    data: DataConf = MISSING
+    eval: EvalConf = MISSING
+    registry: RegistryConf = field(default_factory=RegistryConf)
+    experiment: Optional[str] = None  # defaults to the chosen `exp` file's name
+    output_dir: str = "outputs"
+    device: str = "auto"  # auto | cpu | cuda
+
+
+def register() -> None:
+    """Register the schemas; group YAML files extend them through config.yaml's defaults."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConf)

@@ -1,0 +1,120 @@
+"""Composed Hydra config -> a frozen, validated RunSpec (with an identity hash).
+
+Everything here is cheap: bad config fails in well under a second, before any model loads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from orchestrator.errors import ConfigError
+from orchestrator.schema import (AdapterConf, DataConf, EvalConf, ModelConf, OptimConf,
+                                 RegistryConf, RunConf, TargetsConf, register)
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+ADAPTER_KINDS = ("lora", "dora")
+DEVICES = ("auto", "cpu", "cuda")
+# Keys that do not change what a run computes, so they stay out of its identity hash.
+NOT_IDENTITY = ("registry", "output_dir", "device")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    experiment: str
+    model: ModelConf
+    adapter: AdapterConf
+    targets: TargetsConf
+    optim: OptimConf
+    data: DataConf
+    eval: EvalConf
+    registry: RegistryConf
+    output_dir: str
+    device: str
+    config: dict[str, Any]  # the resolved config, as saved beside the run's artifacts
+    config_hash: str
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(round(self.optim.steps * self.optim.warmup_ratio))
+
+    @property
+    def eval_steps(self) -> list[int]:
+        """Steps at which both manifests are evaluated: 0 (baseline), every interval, the end."""
+        steps = list(range(0, self.optim.steps, self.eval.interval))
+        return steps + [self.optim.steps]
+
+
+def known_experiments() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "exp").glob("*.yaml"))
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose conf/ with Hydra's compose API (used by `plan`, `eval` and the tests)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def spec_from_overrides(overrides: list[str] | tuple[str, ...] = ()) -> RunSpec:
+    """compose + build_spec, naming the experiment after the chosen `exp` file."""
+    cfg = compose(overrides)
+    exp = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").startswith("exp=")), None)
+    return build_spec(cfg, exp)
+
+
+def _check(ok: bool, key: str, what: str, fix: str) -> None:
+    if not ok:
+        raise ConfigError(what, where=key, fix=fix)
+
+
+def validate(c: RunConf) -> None:
+    o, e, a, t = c.optim, c.eval, c.adapter, c.targets
+    _check(o.lr > 0, "optim.lr", f"learning rate must be > 0, got {o.lr}", "set optim.lr=1e-4")
+    _check(o.steps > 0, "optim.steps", f"steps must be > 0, got {o.steps}", "set optim.steps=1000")
+    _check(o.batch_size > 0, "optim.batch_size", f"must be > 0, got {o.batch_size}", "set optim.batch_size=8")
+    _check(o.grad_accum > 0, "optim.grad_accum", f"must be > 0, got {o.grad_accum}", "set optim.grad_accum=1")
+    _check(0 <= o.warmup_ratio < 1, "optim.warmup_ratio",
+           f"warmup must be shorter than the run, got ratio {o.warmup_ratio}", "use a ratio in [0, 1), e.g. 0.1")
+    _check(o.schedule == "linear", "optim.schedule", f"unknown schedule {o.schedule!r}", "use optim.schedule=linear")
+    _check(o.grad_clip > 0, "optim.grad_clip", f"must be > 0, got {o.grad_clip}", "set optim.grad_clip=1.0")
+    _check(0 < e.interval <= o.steps, "eval.interval",
+           f"interval {e.interval} must be between 1 and optim.steps ({o.steps})",
+           f"set eval.interval to at most {o.steps}")
+    _check(e.batch_size > 0, "eval.batch_size", f"must be > 0, got {e.batch_size}", "set eval.batch_size=16")
+    _check(a.kind in ADAPTER_KINDS, "adapter.kind", f"unknown adapter kind {a.kind!r}", "use adapter=lora or adapter=dora")
+    _check(a.r > 0, "adapter.r", f"rank must be > 0, got {a.r}", "set adapter.r=8")
+    _check(0 <= a.dropout < 1, "adapter.dropout", f"must be in [0, 1), got {a.dropout}", "set adapter.dropout=0.05")
+    _check(t.on_unsupported in ("refuse", "skip"), "targets.on_unsupported",
+           f"must be 'refuse' or 'skip', got {t.on_unsupported!r}", "set targets.on_unsupported=refuse")
+    _check(bool(t.kinds or t.patterns), "targets", "the target spec selects nothing",
+           "choose a preset (targets=global_qkvo) or set targets.kinds / targets.patterns")
+    _check(c.data.max_seconds > 0, "data.max_seconds", f"must be > 0, got {c.data.max_seconds}", "set data.max_seconds=20")
+    _check(c.data.sample_rate > 0, "data.sample_rate", f"must be > 0", "set data.sample_rate=16000")
+    _check(c.device in DEVICES, "device", f"unknown device {c.device!r}", "use device=auto, cpu or cuda")
+
+
+def identity_hash(config: dict[str, Any]) -> str:
+    keyed = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+
+
+def build_spec(cfg: DictConfig, experiment: str | None = None) -> RunSpec:
+    """Validate a composed config and freeze it. `experiment` defaults to cfg.experiment."""
+    conf: RunConf = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    validate(conf)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    name = conf.experiment or experiment or "adhoc"
+    config["experiment"] = name
+    fields = {f.name: getattr(conf, f.name) for f in dataclasses.fields(RunConf)}
+    fields.update(experiment=name, config=config, config_hash=identity_hash(config))
+    return RunSpec(**fields)

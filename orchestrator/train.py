@@ -1,0 +1,149 @@
+"""One run: data -> model + adapter -> train loop with interval evaluation -> registry + artifacts.
+
+Order matters for failures: manifests, model and targets are checked before the registry gets a
+row, so bad input leaves the registry unchanged; after that every interval is committed as it
+happens and any exception marks the run `failed` (Ctrl-C: `interrupted`) with the reason.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from orchestrator import adapter as adapters
+from orchestrator import modeling, targets
+from orchestrator.artifacts import save_adapter
+from orchestrator.batching import AudioBank, model_inputs, train_batches
+from orchestrator.errors import OrchestratorError
+from orchestrator.evaluate import EvalResult, evaluate
+from orchestrator.manifest import Filtered, filter_by_duration, read_manifest
+from orchestrator.registry import Store
+from orchestrator.spec import RunSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Filtered
+    domain: Filtered
+    heldout: Filtered
+
+    def stats(self) -> dict:
+        return {name: {"utterances": len(part.kept), "dropped_too_long": part.dropped_too_long}
+                for name, part in (("train", self.train), ("domain", self.domain), ("heldout", self.heldout))}
+
+
+def load_splits(spec: RunSpec) -> Splits:
+    parts = [filter_by_duration(read_manifest(path), spec.data.max_seconds)
+             for path in (spec.data.train_manifest, spec.eval.domain_manifest, spec.eval.heldout_manifest)]
+    for path, part in zip((spec.data.train_manifest, spec.eval.domain_manifest, spec.eval.heldout_manifest), parts):
+        if part.dropped_too_long:
+            log.warning("%s: dropped %d utterances over max_seconds=%s", path, part.dropped_too_long, spec.data.max_seconds)
+        if not part.kept:
+            raise OrchestratorError(f"no utterance is shorter than data.max_seconds={spec.data.max_seconds}",
+                                    where=path, fix="raise data.max_seconds or use shorter audio")
+    return Splits(*parts)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run(spec: RunSpec, store: Store, *, progress: bool = True) -> str:
+    """Train and evaluate one run; returns its registry id."""
+    splits = load_splits(spec)
+    device = modeling.resolve_device(spec.device)
+    model, processor = modeling.load(spec.model, device)
+    resolution = targets.resolve(model, spec.targets)
+    torch.manual_seed(spec.optim.seed)
+    peft_model = adapters.attach(model, spec.adapter, resolution)
+    for name in resolution.empty_components:
+        log.warning("targets: component %r contributes no module on %s", name, spec.model.id)
+
+    record = store.create_run(
+        experiment=spec.experiment, config=spec.config, config_hash=spec.config_hash, model_id=spec.model.id,
+        targets=resolution.names, target_summary=resolution.summary(), lr=spec.optim.lr,
+        steps=spec.optim.steps, dora=spec.adapter.kind == "dora", git_commit=git_commit(),
+        data_stats=splits.stats())
+    run_dir = Path(spec.output_dir) / record.id
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(spec.config), run_dir / "config.yaml")
+        _train(spec, store, record.id, run_dir, peft_model, processor, splits, device, progress)
+    except KeyboardInterrupt:
+        store.finish_run(record.id, "interrupted", "interrupted by the user (Ctrl-C)")
+        raise
+    except BaseException as exc:
+        store.finish_run(record.id, "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
+    store.finish_run(record.id, "completed")
+    return record.id
+
+
+def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, processor, splits: Splits,
+           device: torch.device, progress: bool) -> None:
+    o = spec.optim
+    bank = AudioBank(spec.data)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, spec.warmup_steps, o.steps)
+    batches = train_batches(splits.train.kept, o.batch_size, o.seed)
+    eval_steps = set(spec.eval_steps)
+    best_wer = math.inf
+
+    def evaluate_interval(step: int, lr: float, train_loss: float | None) -> None:
+        nonlocal best_wer
+        kw = dict(batch_size=spec.eval.batch_size, tokens_per_second=spec.model.tokens_per_second,
+                  device=device, progress=progress)
+        domain: EvalResult = evaluate(model, processor, bank, splits.domain.kept, desc=f"eval domain @{step}", **kw)
+        heldout: EvalResult = evaluate(model, processor, bank, splits.heldout.kept, desc=f"eval heldout @{step}", **kw)
+        store.add_interval(run_id, step=step, lr=lr, train_loss=train_loss, eval_loss=domain.loss,
+                           domain_wer=domain.wer, heldout_wer=heldout.wer,
+                           domain_utts=domain.n, heldout_utts=heldout.n)
+        log.info("step %d: domain WER %.2f%%  heldout WER %.2f%%  eval loss %.4f",
+                 step, 100 * domain.wer, 100 * heldout.wer, domain.loss)
+        if domain.wer < best_wer:
+            best_wer = domain.wer
+            digest = save_adapter(model, run_dir / "lora_adapter_best")
+            store.add_artifact(run_id, kind="lora_adapter_best", path=str(run_dir / "lora_adapter_best"),
+                               sha256=digest, step=step)
+
+    evaluate_interval(0, scheduler.get_last_lr()[0], None)
+    losses: list[float] = []
+    bar = tqdm(range(1, o.steps + 1), desc=f"train {run_id}", unit="step", disable=not progress)
+    for step in bar:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for _ in range(o.grad_accum):
+            loss = model(**model_inputs(processor, bank, next(batches), device)).loss / o.grad_accum
+            loss.backward()
+            step_loss += loss.item()
+        if not math.isfinite(step_loss):
+            raise OrchestratorError(f"non-finite loss at step {step}", where=f"run {run_id}",
+                                    fix="lower optim.lr or check the training audio")
+        torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        losses.append(step_loss)
+        bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
+        if step in eval_steps:
+            evaluate_interval(step, lr, sum(losses) / len(losses))
+            losses.clear()
+    digest = save_adapter(model, run_dir / "lora_adapter_last")
+    store.add_artifact(run_id, kind="lora_adapter_last", path=str(run_dir / "lora_adapter_last"),
+                       sha256=digest, step=o.steps)

@@ -1,0 +1,140 @@
+"""Real few-step runs on tiny_random with espeak-ng speech: registry, artifacts, report, failures."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+from peft import PeftModel
+
+from orchestrator import modeling, train
+from orchestrator.artifacts import sha256_file
+from orchestrator.registry import Store
+from orchestrator.report import update_experiments_md
+from orchestrator.schema import ModelConf
+from orchestrator.spec import spec_from_overrides
+
+from conftest import cli
+
+
+def registry(overrides: list[str]) -> Store:
+    url = next(o.split("=", 1)[1] for o in overrides if o.startswith("registry.url="))
+    return Store(url)
+
+
+@pytest.mark.parametrize("kind", ["lora", "dora"])
+def test_real_run_records_intervals_artifacts_and_report(run_overrides, tmp_path, kind):
+    spec = spec_from_overrides([*run_overrides, f"adapter={kind}"])
+    store = registry(run_overrides)
+    run_id = train.run(spec, store, progress=False)
+
+    run = store.get_run(run_id)
+    assert run.status == "completed" and run.dora == (kind == "dora")
+    assert [i.step for i in run.intervals] == [0, 2, 4]
+    for interval in run.intervals:
+        assert 0 <= interval.domain_wer and 0 <= interval.heldout_wer and interval.eval_loss > 0
+        assert (interval.domain_utts, interval.heldout_utts) == (8, 8)
+    assert all(i.train_loss > 0 for i in run.intervals[1:])
+    assert run.data_stats["train"] == {"utterances": 16, "dropped_too_long": 0}
+    assert len(run.targets) == 24 and run.target_summary == "enc+dec attn q,k,v,o (24)"  # 2+2 layers
+
+    run_dir = tmp_path / "outputs" / run_id
+    artifacts = {a.kind: a for a in run.artifacts}
+    assert set(artifacts) == {"lora_adapter_best", "lora_adapter_last"}
+    for a in artifacts.values():
+        assert Path(a.path) == run_dir / a.kind
+        assert sha256_file(Path(a.path) / "adapter_model.safetensors") == a.sha256
+    assert artifacts["lora_adapter_best"].step == min(run.intervals, key=lambda i: (i.domain_wer, i.step)).step
+    assert (run_dir / "config.yaml").read_text().count("global_qkvo") == 1
+
+    base, _ = modeling.load(ModelConf(name="t", id=spec.model.id), torch.device("cpu"))
+    PeftModel.from_pretrained(base, artifacts["lora_adapter_best"].path)  # loadable by PEFT as is
+
+    md = tmp_path / "EXPERIMENTS.md"
+    md.write_text("# Experiments\n\nOur hand-written history.\n")
+    update_experiments_md(md, store.list_runs())
+    text = md.read_text()
+    assert text.startswith("# Experiments\n\nOur hand-written history.\n")
+    row = next(line for line in text.splitlines() if line.startswith(f"| {run_id}"))
+    assert "enc+dec attn q,k,v,o (24)" in row and "completed" in row
+    store.close()
+
+
+def test_intervals_survive_a_run_that_raises_midway(run_overrides, speech, tmp_path):
+    """A training file that decodes badly only once training starts: interval 0 stays, run failed."""
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(json.dumps({"audio_filepath": str(broken), "text": "runway two seven", "duration": 1.5}) + "\n")
+    spec = spec_from_overrides([*run_overrides, f"data.train_manifest={manifest}"])
+    store = registry(run_overrides)
+    with pytest.raises(Exception):
+        train.run(spec, store, progress=False)
+    (run,) = store.list_runs()
+    assert run.status == "failed" and "broken.wav" in run.failure_reason
+    assert [i.step for i in run.intervals] == [0]
+    assert run.intervals[0].domain_wer is not None
+    store.close()
+
+
+def test_cli_run_then_runs_json_and_report(run_overrides, tmp_path):
+    proc = cli("run", *run_overrides, check=True)
+    url = next(o.split("=", 1)[1] for o in run_overrides if o.startswith("registry.url="))
+    runs = json.loads(cli("runs", "--registry", url, "--json", check=True).stdout)
+    assert len(runs) == 1 and runs[0]["status"] == "completed" and runs[0]["experiment"] == "smoke_tiny_random"
+    assert [i["step"] for i in runs[0]["intervals"]] == [0, 2, 4]
+    assert all(i["domain_wer"] is not None and i["heldout_wer"] is not None for i in runs[0]["intervals"])
+    assert set(runs[0]["intervals"][0]) >= {"step", "domain_wer", "heldout_wer", "eval_loss", "train_loss"}
+    cli("report", "--registry", url, "--output", str(tmp_path / "EXPERIMENTS.md"), check=True)
+    assert runs[0]["id"] in (tmp_path / "EXPERIMENTS.md").read_text()
+    assert "Traceback" not in proc.stderr
+
+
+def _manifest(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("missing_audio", ":2: audio file not found"),
+    ("malformed", ":2: malformed JSON"),
+    ("missing_key", ':2: missing "text"'),
+    ("empty", "no utterances"),
+])
+def test_bad_manifest_gives_one_line_and_leaves_registry_empty(run_overrides, speech, tmp_path, case, expect):
+    good = speech["train"].read_text().splitlines()[0]
+    lines = {"missing_audio": [good, json.dumps({"audio_filepath": "nope.wav", "text": "hello"})],
+             "malformed": [good, '{"audio_filepath": "x.wav", "text": '],
+             "missing_key": [good, json.dumps({"audio_filepath": json.loads(good)["audio_filepath"]})],
+             "empty": []}[case]
+    bad = _manifest(speech["train"].parent if case != "empty" else tmp_path, lines)
+    try:
+        proc = cli(*run_overrides, f"data.train_manifest={bad}")
+    finally:
+        bad.unlink()
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and expect in err[0] and "fix:" in err[0] and "Traceback" not in proc.stderr
+    url = next(o.split("=", 1)[1] for o in run_overrides if o.startswith("registry.url="))
+    assert Store(url).list_runs() == []
+
+
+def test_unknown_experiment_lists_the_known_ones():
+    proc = cli("+exp=exp_9_9_nope")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "unknown experiment" in proc.stderr and "exp_2_5_v2_universal_lora" in proc.stderr
+
+
+def test_typo_key_is_one_line():
+    proc = cli("+exp=exp_2_5_v2_universal_lora", "optim.lrr=1e-4")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "lrr" in proc.stderr
+
+
+def test_importing_the_report_leaves_torch_unimported():
+    import subprocess
+    code = "import sys, orchestrator.report, orchestrator.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

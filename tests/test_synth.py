@@ -1,0 +1,104 @@
+"""Synthetic speech: deterministic unique text, real espeak-ng audio, the fixed test set."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from orchestrator.audio import audio_info, load_audio
+from orchestrator.errors import OrchestratorError
+from orchestrator.manifest import read_manifest
+from orchestrator.synth import (atc_sentences, general_sentences, main, spell_number, synthesize,
+                                write_manifest)
+
+ATC_WORDS = {"runway", "heading", "flight", "contact", "squawk", "knots", "altimeter", "feet"}
+
+
+@pytest.mark.parametrize("gen", [general_sentences, atc_sentences])
+def test_generators_deterministic_and_unique(gen) -> None:
+    a = gen(3000, seed=7)
+    assert a == gen(3000, seed=7)
+    assert len(set(a)) == 3000
+    assert gen(50, seed=8) != a[:50]
+    assert all(re.fullmatch(r"[a-z]+( [a-z]+)*", s) for s in a)  # lowercase words, no digits
+
+
+def test_general_sentences_shape() -> None:
+    lengths = [len(s.split()) for s in general_sentences(2000, seed=1)]
+    assert min(lengths) >= 4 and max(lengths) <= 12
+    assert len(set(lengths)) >= 6  # varied, not one template
+
+
+def test_atc_sentences_are_phraseology() -> None:
+    sents = atc_sentences(500, seed=1)
+    assert all(ATC_WORDS & set(s.split()) for s in sents)
+    assert any("niner" in s.split() for s in sents)
+    assert any(s.startswith("speedbird ") for s in sents)
+
+
+def test_spell_number() -> None:
+    assert [spell_number(n) for n in (0, 13, 40, 99, 105, 720)] == [
+        "zero", "thirteen", "forty", "ninety nine", "one hundred and five",
+        "seven hundred and twenty"]
+
+
+@pytest.fixture(scope="module")
+def test_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("test_set")
+    main(["--out", str(out), "--jobs", "2"])
+    return out
+
+
+def test_test_set_layout_and_no_leak(test_set: Path) -> None:
+    sets = {name: read_manifest(test_set / f"{name}.jsonl") for name in ("train", "domain", "heldout")}
+    assert {k: len(v) for k, v in sets.items()} == {"train": 16, "domain": 8, "heldout": 8}
+    texts = {k: {u.text for u in v} for k, v in sets.items()}
+    assert not texts["train"] & (texts["domain"] | texts["heldout"])
+    assert all(ATC_WORDS & set(t.split()) for t in texts["domain"])
+    assert sum(bool(ATC_WORDS & set(t.split())) for t in texts["train"]) == 8
+
+
+def test_test_set_audio_is_real_speech(test_set: Path) -> None:
+    for u in read_manifest(test_set / "train.jsonl")[:4] + read_manifest(test_set / "domain.jsonl")[:2]:
+        info = sf.info(u.audio_filepath)
+        assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+        assert u.duration == pytest.approx(audio_info(u.audio_filepath)[0], abs=1e-3)
+        assert u.duration > 0.3
+        raw = load_audio(u.audio_filepath, rms_target=None)
+        assert float(np.sqrt(np.mean(raw.astype(np.float64) ** 2))) > 0.01
+
+
+def test_synthesize_is_idempotent_and_deterministic(tmp_path: Path) -> None:
+    sents = ["please put the red lamp in the kitchen", "speedbird four two seven squawk one two"]
+    rows = synthesize(sents, tmp_path / "a", prefix="x", jobs=2)
+    wavs = [tmp_path / "a" / r["audio_filepath"] for r in rows]
+    stamps = [w.stat().st_mtime_ns for w in wavs]
+    assert synthesize(sents, tmp_path / "a", prefix="x", jobs=2) == rows
+    assert [w.stat().st_mtime_ns for w in wavs] == stamps  # not re-rendered
+    again = synthesize(sents, tmp_path / "b", prefix="x", jobs=1)
+    assert [(tmp_path / "b" / r["audio_filepath"]).read_bytes() for r in again] == \
+        [w.read_bytes() for w in wavs]
+    assert not [p for p in (tmp_path / "a" / "wavs").iterdir() if p.name.startswith(".")]
+
+
+def test_voice_and_speed_vary_per_sentence(tmp_path: Path) -> None:
+    rows = synthesize(["cleared for takeoff"] * 6, tmp_path, prefix="v", voice=["en-us", "en-gb"],
+                      speed=(120, 200), seed=3)
+    assert len({r["duration"] for r in rows}) > 1
+    assert rows == synthesize(["cleared for takeoff"] * 6, tmp_path, prefix="v",
+                              voice=["en-us", "en-gb"], speed=(120, 200), seed=3)
+
+
+def test_unknown_voice_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(OrchestratorError, match="espeak-ng --voices"):
+        synthesize(["hello"], tmp_path, prefix="bad", voice="xx-nosuchvoice")
+
+
+def test_write_manifest_round_trip(tmp_path: Path) -> None:
+    rows = synthesize(["where is my green blanket"], tmp_path, prefix="w")
+    path = write_manifest(rows, tmp_path / "m.jsonl")
+    [u] = read_manifest(path)
+    assert u.text == "where is my green blanket" and u.duration == rows[0]["duration"]
