@@ -6,6 +6,7 @@ happens and any exception marks the run `failed` (Ctrl-C: `interrupted`) with th
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import subprocess
@@ -15,10 +16,11 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from orchestrator import adapter as adapters
-from orchestrator import modeling, targets
+from orchestrator import checkpoint, modeling, targets
 from orchestrator.artifacts import save_adapter
 from orchestrator.batching import AudioBank, model_inputs, train_batches
 from orchestrator.errors import OrchestratorError
@@ -62,8 +64,21 @@ def git_commit() -> str | None:
         return None
 
 
+def check_output_dir(path: str) -> None:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OrchestratorError(f"output folder is not writable ({exc.strerror})", where=f"output_dir={path}",
+                                fix="choose a writable folder: output_dir=/path/to/outputs") from None
+
+
 def run(spec: RunSpec, store: Store, *, progress: bool = True) -> str:
     """Train and evaluate one run; returns its registry id."""
+    check_output_dir(spec.output_dir)
     splits = load_splits(spec)
     device = modeling.resolve_device(spec.device)
     model, processor = modeling.load(spec.model, device)
@@ -82,7 +97,8 @@ def run(spec: RunSpec, store: Store, *, progress: bool = True) -> str:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(spec.config), run_dir / "config.yaml")
-        _train(spec, store, record.id, run_dir, peft_model, processor, splits, device, progress)
+        with logging_redirect_tqdm():
+            _train(spec, store, record.id, run_dir, peft_model, processor, splits, device, progress)
     except KeyboardInterrupt:
         store.finish_run(record.id, "interrupted", "interrupted by the user (Ctrl-C)")
         raise
@@ -100,12 +116,16 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, spec.warmup_steps, o.steps)
-    batches = train_batches(splits.train.kept, o.batch_size, o.seed)
     eval_steps = set(spec.eval_steps)
-    best_wer = math.inf
+    start, consumed, best_step, best_wer = 0, 0, None, math.inf
+    if checkpoint.exists(run_dir):  # resuming: continue exactly where the last interval left off
+        state = checkpoint.load(run_dir, model=model, optimizer=optimizer, scheduler=scheduler)
+        start, consumed, best_step, best_wer = state.step, state.batches_consumed, state.best_step, state.best_wer
+        log.info("resuming %s from step %d", run_id, start)
+    batches = itertools.islice(train_batches(splits.train.kept, o.batch_size, o.seed), consumed, None)
 
     def evaluate_interval(step: int, lr: float, train_loss: float | None) -> None:
-        nonlocal best_wer
+        nonlocal best_step, best_wer
         kw = dict(batch_size=spec.eval.batch_size, tokens_per_second=spec.model.tokens_per_second,
                   device=device, progress=progress)
         domain: EvalResult = evaluate(model, processor, bank, splits.domain.kept, desc=f"eval domain @{step}", **kw)
@@ -116,20 +136,25 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
         log.info("step %d: domain WER %.2f%%  heldout WER %.2f%%  eval loss %.4f",
                  step, 100 * domain.wer, 100 * heldout.wer, domain.loss)
         if domain.wer < best_wer:
-            best_wer = domain.wer
+            best_step, best_wer = step, domain.wer
             digest = save_adapter(model, run_dir / "lora_adapter_best")
             store.add_artifact(run_id, kind="lora_adapter_best", path=str(run_dir / "lora_adapter_best"),
                                sha256=digest, step=step)
+        checkpoint.save(run_dir, step=step, model=model, optimizer=optimizer, scheduler=scheduler,
+                        batches_consumed=consumed, best_step=best_step, best_wer=best_wer)
 
-    evaluate_interval(0, scheduler.get_last_lr()[0], None)
+    if start == 0:
+        evaluate_interval(0, scheduler.get_last_lr()[0], None)
     losses: list[float] = []
-    bar = tqdm(range(1, o.steps + 1), desc=f"train {run_id}", unit="step", disable=not progress)
+    bar = tqdm(range(start + 1, o.steps + 1), desc=f"train {run_id}", unit="step", initial=start,
+               total=o.steps, disable=not progress)
     for step in bar:
         model.train()
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
         for _ in range(o.grad_accum):
             loss = model(**model_inputs(processor, bank, next(batches), device)).loss / o.grad_accum
+            consumed += 1
             loss.backward()
             step_loss += loss.item()
         if not math.isfinite(step_loss):
