@@ -1,7 +1,6 @@
-"""Batched decoding of a manifest, one text normaliser, corpus WER (jiwer) + per-utterance errors.
+"""Batched decoding of a manifest, corpus WER (jiwer) + per-utterance errors.
 
-Normalisation, applied to references and hypotheses alike: lower-case, punctuation removed
-(apostrophes included: "don't" -> "dont"), runs of whitespace collapsed, ends stripped.
+Text is compared after orchestrator.textnorm.normalize, applied to references and hypotheses alike.
 """
 from __future__ import annotations
 
@@ -15,9 +14,8 @@ from tqdm.auto import tqdm
 
 from orchestrator.batching import AudioBank, model_inputs
 from orchestrator.manifest import Utterance
+from orchestrator.textnorm import normalize
 
-normalize = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(),
-                           jiwer.RemoveMultipleSpaces(), jiwer.Strip()])
 
 
 @dataclass(frozen=True)
@@ -50,30 +48,50 @@ def word_errors(references: list[str], hypotheses: list[str]) -> tuple[float, li
     return out.wer, errors, [len(r.split()) for r in references]
 
 
+def token_budget(batch: Sequence[Utterance], tokens_per_second: float) -> int:
+    """Max new tokens for a batch: ceil(longest seconds * tokens_per_second) + 4."""
+    return math.ceil(max(u.duration for u in batch) * tokens_per_second) + 4
+
+
+@dataclass(frozen=True)
+class Decoded:
+    texts: list[str]  # raw decoded text, in the order of the utterances given
+    loss: float  # token-weighted teacher-forced loss (nan when not asked for)
+
+
 @torch.no_grad()
-def evaluate(model, processor, bank: AudioBank, utts: Sequence[Utterance], *, batch_size: int,
-             tokens_per_second: float, device: torch.device, desc: str = "eval",
-             progress: bool = True) -> EvalResult:
-    """Decode `utts` longest-first in batches; token budget = ceil(seconds * tokens_per_second) + 4."""
+def decode(model, processor, bank: AudioBank, utts: Sequence[Utterance], *, batch_size: int,
+           tokens_per_second: float, device: torch.device, with_loss: bool = True, desc: str = "decode",
+           progress: bool = True) -> Decoded:
+    """Longest-first batches; one generate per batch (a fresh encoder pass: outputs never reused)."""
     model.eval()
     order = sorted(range(len(utts)), key=lambda i: -utts[i].duration)
-    hyps: dict[int, str] = {}
+    texts: dict[int, str] = {}
     loss_sum, token_count = 0.0, 0
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     for idx in tqdm(batches, desc=desc, unit="batch", leave=False, disable=not progress):
         batch = [utts[i] for i in idx]
-        inputs = model_inputs(processor, bank, batch, device)
-        labels = inputs.pop("labels")
-        n_tokens = int((labels != -100).sum())
-        loss_sum += float(model(**inputs, labels=labels).loss) * n_tokens
-        token_count += n_tokens
-        budget = math.ceil(max(u.duration for u in batch) * tokens_per_second) + 4
-        generated = model.generate(**inputs, max_new_tokens=budget)  # fresh encoder pass: never reuse outputs
-        for i, text in zip(idx, processor.batch_decode(generated, skip_special_tokens=True)):
-            hyps[i] = text
+        inputs = model_inputs(processor, bank, batch, device, with_labels=with_loss)
+        if with_loss:
+            labels = inputs.pop("labels")
+            n_tokens = int((labels != -100).sum())
+            loss_sum += float(model(**inputs, labels=labels).loss) * n_tokens
+            token_count += n_tokens
+        generated = model.generate(**inputs, max_new_tokens=token_budget(batch, tokens_per_second))
+        texts.update(zip(idx, processor.batch_decode(generated, skip_special_tokens=True)))
+    loss = loss_sum / token_count if token_count else math.nan
+    return Decoded([texts[i] for i in range(len(utts))], loss)
+
+
+def evaluate(model, processor, bank: AudioBank, utts: Sequence[Utterance], *, batch_size: int,
+             tokens_per_second: float, device: torch.device, desc: str = "eval",
+             progress: bool = True) -> EvalResult:
+    """Decode and score `utts`: corpus WER, teacher-forced loss, per-utterance errors."""
+    decoded = decode(model, processor, bank, utts, batch_size=batch_size, tokens_per_second=tokens_per_second,
+                     device=device, desc=desc, progress=progress)
     references = [normalize(u.text) for u in utts]
-    hypotheses = [normalize(hyps[i]) for i in range(len(utts))]
+    hypotheses = [normalize(text) for text in decoded.texts]
     wer, errors, words = word_errors(references, hypotheses)
     results = tuple(UtteranceResult(u.audio_filepath, r, h, e, w)
                     for u, r, h, e, w in zip(utts, references, hypotheses, errors, words))
-    return EvalResult(wer=wer, loss=loss_sum / max(token_count, 1), utterances=results)
+    return EvalResult(wer=wer, loss=decoded.loss, utterances=results)

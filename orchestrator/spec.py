@@ -99,7 +99,7 @@ def validate(c: RunConf) -> None:
     _check(bool(t.kinds or t.patterns), "targets", "the target spec selects nothing",
            "choose a preset (targets=global_qkvo) or set targets.kinds / targets.patterns")
     _check(c.data.max_seconds > 0, "data.max_seconds", f"must be > 0, got {c.data.max_seconds}", "set data.max_seconds=20")
-    _check(c.data.sample_rate > 0, "data.sample_rate", f"must be > 0", "set data.sample_rate=16000")
+    _check(c.data.sample_rate > 0, "data.sample_rate", "must be > 0", "set data.sample_rate=16000")
     _check(c.device in DEVICES, "device", f"unknown device {c.device!r}", "use device=auto, cpu or cuda")
 
 

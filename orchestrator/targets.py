@@ -167,7 +167,7 @@ def resolve(model: nn.Module, spec: TargetsConf) -> Resolution:
         else:
             raise TargetError(f"{name} is {entry.type_name} on this model; PEFT cannot put an adapter on it",
                               where="targets",
-                              fix=f"drop it from the spec, or set targets.on_unsupported=skip to record and skip it")
+                              fix="drop it from the spec, or set targets.on_unsupported=skip to record and skip it")
     if not modules:
         raise TargetError("the target spec resolved to zero adaptable modules", where="targets",
                           fix="widen targets.components / targets.kinds, or check targets.exclude")

@@ -1,0 +1,117 @@
+"""Evaluate or use a saved adapter exactly as its run did: `orchestrator eval` and `transcribe`.
+
+`load_adapter` reads the run's own `config.yaml` (saved beside the adapter by train.py), so the
+model id, decoding budget, audio settings and eval batch size are the run's; the base model and
+processor come through modeling.load (the same from_pretrained path), the adapter through PEFT.
+`evaluate_manifest` then runs the trainer's code path (read_manifest -> filter_by_duration ->
+evaluate.evaluate), which makes its WER the registry's, bit for bit, on the same device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from orchestrator import modeling
+from orchestrator.audio import audio_info
+from orchestrator.batching import AudioBank
+from orchestrator.errors import OrchestratorError
+from orchestrator.evaluate import EvalResult, decode, evaluate
+from orchestrator.manifest import Utterance, filter_by_duration, read_manifest
+from orchestrator.schema import DataConf, EvalConf, ModelConf
+
+log = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+RUN_CONFIG = "config.yaml"  # in the run folder, the adapter folder's parent
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A base model with its adapter, ready to decode, and the run settings to decode with."""
+
+    peft_model: Any  # peft.PeftModel, eval mode, on `device`
+    processor: Any
+    model: ModelConf
+    data: DataConf
+    eval: EvalConf
+    device: torch.device
+    adapter_dir: Path
+    run_config: Path | None  # the config.yaml the settings came from; None: schema defaults
+
+
+def _section(cls, values: dict[str, Any] | None):
+    """A schema dataclass from a saved config section; keys the schema no longer has are ignored."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in (values or {}).items() if k in names})
+
+
+def run_settings(adapter_dir: Path) -> tuple[ModelConf, DataConf, EvalConf, Path | None]:
+    """(model, data, eval) confs of the run that saved `adapter_dir`.
+
+    From `<run>/config.yaml` when present, else the base model named in adapter_config.json
+    with the schema defaults for everything else."""
+    run_config = adapter_dir.parent / RUN_CONFIG
+    if run_config.is_file():
+        cfg = OmegaConf.to_container(OmegaConf.load(run_config), resolve=True)
+        return _section(ModelConf, cfg.get("model")), _section(DataConf, cfg.get("data")), \
+            _section(EvalConf, cfg.get("eval")), run_config
+    base = json.loads((adapter_dir / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if not base:
+        raise OrchestratorError(f"no {RUN_CONFIG} beside the adapter and no base model in its {ADAPTER_CONFIG}",
+                                where=str(adapter_dir), fix="pass --model ID")
+    log.warning("%s: no %s in the run folder; using base model %s and default settings",
+                adapter_dir, RUN_CONFIG, base)
+    return ModelConf(name=Path(base).name, id=base), DataConf(), EvalConf(), None
+
+
+def load_adapter(adapter_dir: str | os.PathLike[str], *, model_id: str | None = None,
+                 device: str = "auto") -> Loaded:
+    """The adapter at `adapter_dir` on its base model (or `model_id`), with its run's settings."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / ADAPTER_CONFIG).is_file():
+        raise OrchestratorError(f"not an adapter folder (no {ADAPTER_CONFIG})", where=str(adapter_dir),
+                                fix="point --adapter at a run's adapter, e.g. outputs/<run>/lora_adapter_best")
+    model, data, eval_conf, run_config = run_settings(adapter_dir)
+    if model_id is not None:  # another base model: nothing to build, no revision of the old id
+        model = dataclasses.replace(model, name=Path(model_id).name, id=model_id, revision=None, build=None)
+    torch_device = modeling.resolve_device(device)
+    base, processor = modeling.load(model, torch_device)
+    peft_model = PeftModel.from_pretrained(base, adapter_dir).to(torch_device).eval()
+    return Loaded(peft_model, processor, model, data, eval_conf, torch_device, adapter_dir, run_config)
+
+
+def evaluate_manifest(loaded: Loaded, manifest_path: str | os.PathLike[str], *,
+                      progress: bool = True) -> EvalResult:
+    """WER and eval loss of `manifest_path`, by the trainer's own path and settings."""
+    part = filter_by_duration(read_manifest(manifest_path), loaded.data.max_seconds)
+    if part.dropped_too_long:
+        log.warning("%s: dropped %d utterances over max_seconds=%s", manifest_path, part.dropped_too_long,
+                    loaded.data.max_seconds)
+    if not part.kept:
+        raise OrchestratorError(f"no utterance is shorter than data.max_seconds={loaded.data.max_seconds}",
+                                where=os.fspath(manifest_path), fix="use shorter audio")
+    return evaluate(loaded.peft_model, loaded.processor, AudioBank(loaded.data), part.kept,
+                    batch_size=loaded.eval.batch_size, tokens_per_second=loaded.model.tokens_per_second,
+                    device=loaded.device, desc=f"eval {Path(manifest_path).name}", progress=progress)
+
+
+def transcribe(loaded: Loaded, paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The decoded text of each audio file, in the order given, through evaluate.decode: same
+    audio path, same longest-first batches and the same token budget as evaluation."""
+    files = [os.path.abspath(p) for p in paths]
+    utts = [Utterance(audio_filepath=f, text="", duration=audio_info(f)[0], line=i + 1)
+            for i, f in enumerate(files)]
+    return decode(loaded.peft_model, loaded.processor, AudioBank(loaded.data), utts,
+                  batch_size=loaded.eval.batch_size, tokens_per_second=loaded.model.tokens_per_second,
+                  device=loaded.device, with_loss=False, progress=False).texts
