@@ -1,8 +1,8 @@
 """The resumable state of a run, written atomically at every evaluation interval.
 
-One file, `outputs/<run_id>/checkpoint.pt`: adapter weights, optimizer, scheduler, torch RNG,
-how many training batches were consumed, and the best interval so far. A run killed at any
-moment finds the last complete checkpoint intact (temporary file, fsync, then rename).
+One file, `outputs/<run_id>/checkpoint.pt`: adapter weights, optimizer, scheduler, torch RNG and
+how many training batches were consumed (the best interval is re-derived from the registry). A
+run killed at any moment finds the last complete checkpoint intact (temp file, fsync, rename).
 """
 from __future__ import annotations
 
@@ -20,15 +20,12 @@ CHECKPOINT = "checkpoint.pt"
 class Resumed:
     step: int
     batches_consumed: int
-    best_step: int | None
-    best_wer: float
 
 
-def save(run_dir: Path, *, step: int, model, optimizer, scheduler, batches_consumed: int,
-         best_step: int | None, best_wer: float) -> None:
+def save(run_dir: Path, *, step: int, model, optimizer, scheduler, batches_consumed: int) -> None:
     state = {"step": step, "adapter": get_peft_model_state_dict(model), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-             "batches_consumed": batches_consumed, "best_step": best_step, "best_wer": best_wer}
+             "batches_consumed": batches_consumed}
     tmp = run_dir / (CHECKPOINT + ".tmp")
     with open(tmp, "wb") as fh:
         torch.save(state, fh)
@@ -47,4 +44,4 @@ def load(run_dir: Path, *, model, optimizer, scheduler) -> Resumed:
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
-    return Resumed(state["step"], state["batches_consumed"], state["best_step"], state["best_wer"])
+    return Resumed(state["step"], state["batches_consumed"])

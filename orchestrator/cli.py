@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_REGISTRY = "sqlite:///registry.db"
-SUBCOMMANDS = ("report", "runs", "plan")
+SUBCOMMANDS = ("report", "runs", "plan", "eval", "transcribe", "manifest", "annotate", "record")
 EXIT_USER_ERROR = 2
 log = logging.getLogger("orchestrator")
 
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         fail(exc.one_line())
+    except KeyboardInterrupt:
+        print("interrupted: the run is recorded as `interrupted` in the registry", file=sys.stderr)
+        sys.exit(130)
 
 
 # --- training runs (Hydra) ---------------------------------------------------------------------
@@ -92,8 +95,10 @@ def run_hydra(argv: list[str], debug: bool) -> None:
         from orchestrator.errors import OrchestratorError
 
         try:
-            spec = specs.build_spec(cfg, HydraConfig.get().runtime.choices.get("exp"))
-            train_one(spec)
+            hydra_cfg = HydraConfig.get()
+            spec = specs.build_spec(cfg, hydra_cfg.runtime.choices.get("exp"))
+            multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
+            train_one(spec, sweep_id=f"{spec.experiment}-{Path(hydra_cfg.sweep.dir).name}" if multirun else None)
         except OrchestratorError as exc:
             if debug:
                 raise
@@ -104,13 +109,13 @@ def run_hydra(argv: list[str], debug: bool) -> None:
     task()
 
 
-def train_one(spec) -> str:
+def train_one(spec, sweep_id: str | None = None) -> str:
     from orchestrator import train
     from orchestrator.registry import Store
 
     store = Store(spec.registry.url)
     try:
-        run_id = train.run(spec, store)
+        run_id = train.run(spec, store, sweep_id=sweep_id)
     finally:
         store.close()
     log.info("run %s finished: outputs in %s", run_id, Path(spec.output_dir) / run_id)
@@ -131,8 +136,56 @@ def subcommand(argv: list[str]) -> None:
     p = sub.add_parser("plan", help="compose, validate and resolve targets without training")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. +exp=exp_2_5_v2_universal_lora")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("eval", help="WER of a saved adapter on a manifest, with its run's settings")
+    p.add_argument("--adapter", required=True, type=Path, help="adapter folder, e.g. outputs/<run>/lora_adapter_best")
+    p.add_argument("--manifest", required=True, type=Path, help="JSONL manifest to evaluate")
+    p.add_argument("--model", help="base model id or folder (default: the run's)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--json", action="store_true",
+                   help="wer (a fraction, as in the registry), eval_loss, utterances, manifest, adapter")
+    p = sub.add_parser("transcribe", help="decode audio files with a saved adapter: one `path<TAB>text` line each")
+    p.add_argument("--adapter", required=True, type=Path)
+    p.add_argument("audio", nargs="+", help="audio files")
+    p.add_argument("--model", help="base model id or folder (default: the run's)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p = sub.add_parser("manifest", help="validate, summarise or expand JSONL manifests")
+    tools = p.add_subparsers(dest="manifest_command", required=True)
+    t = tools.add_parser("validate", help="every problem with its line; exit 2 if any is an error")
+    t.add_argument("file", type=Path)
+    t = tools.add_parser("stats", help="utterances, hours, duration percentiles, words")
+    t.add_argument("file", type=Path)
+    t.add_argument("--json", action="store_true")
+    t = tools.add_parser("expand", help="a seeded, duration-stratified evaluation manifest from a pool")
+    t.add_argument("--pool", required=True, type=Path, help="manifest to draw from")
+    t.add_argument("--out", required=True, type=Path, help="manifest to write")
+    t.add_argument("--size", type=int, default=500, help="utterances to draw (default: %(default)s)")
+    t.add_argument("--exclude", nargs="+", action="extend", default=[], type=Path, metavar="MANIFEST",
+                   help="training manifests: pool utterances sharing audio bytes or normalised text are dropped")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--bins", type=int, default=10, help="duration quantile bins (default: %(default)s)")
+    p = sub.add_parser("annotate", help="record a person's judgment of a run; the report shows it as its status")
+    p.add_argument("run", help="run id (see `orchestrator runs`)")
+    p.add_argument("--status", help="e.g. flawed, failed, passed, superseded")
+    p.add_argument("--note", help="why, shown in the report")
+    p.add_argument("--clear", action="store_true", help="remove the annotation")
+    p.add_argument("--registry", default=DEFAULT_REGISTRY)
+    p = sub.add_parser("record", help="enter a run made outside the tool (marked external); prints its id")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--model", required=True, help="model id")
+    p.add_argument("--steps", required=True, type=int)
+    p.add_argument("--lr", required=True, type=float)
+    p.add_argument("--targets", required=True, help="what was adapted, as text")
+    p.add_argument("--dora", action="store_true")
+    p.add_argument("--wer", required=True, action="append", metavar="STEP:DOMAIN:HELDOUT",
+                   help="WERs in percent at a step (repeatable), e.g. 0:12.40:4.79; '-' for a missing one")
+    p.add_argument("--status", help="annotation, e.g. flawed (default: the status is derived from the verdicts)")
+    p.add_argument("--note", help="annotation note, shown in the report")
+    p.add_argument("--run-id", help="default: <experiment>-<time>-<random>")
+    p.add_argument("--registry", default=DEFAULT_REGISTRY, help="created if missing (default: %(default)s)")
     args = parser.parse_args(argv)
-    {"report": cmd_report, "runs": cmd_runs, "plan": cmd_plan}[args.command](args)
+    {"report": cmd_report, "runs": cmd_runs, "plan": cmd_plan,
+     "eval": cmd_eval, "transcribe": cmd_transcribe, "manifest": cmd_manifest,
+     "annotate": cmd_annotate, "record": cmd_record}[args.command](args)
 
 
 def open_existing(url: str):
@@ -146,14 +199,71 @@ def open_existing(url: str):
     return Store(url)
 
 
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
 def cmd_report(args) -> None:
-    from orchestrator.report import update_experiments_md
+    from orchestrator.report import declared_experiments, update_experiments_md
+    from orchestrator.verdicts import load_criteria
 
     store = open_existing(args.registry)
-    runs = store.list_runs()
-    store.close()
-    update_experiments_md(args.output, runs)
+    try:
+        runs = store.list_runs()
+        update_experiments_md(args.output, runs, experiments=declared_experiments(CONF / "exp"),
+                              utterances=store, criteria=load_criteria(CONF / "criteria" / "default.yaml"))
+    finally:
+        store.close()
     print(f"{args.output}: {len(runs)} runs")
+
+
+def cmd_annotate(args) -> None:
+    from orchestrator.errors import OrchestratorError
+
+    if args.clear == bool(args.status):
+        raise OrchestratorError("give --status (and --note), or --clear", where="annotate",
+                                fix='e.g. orchestrator annotate RUN --status flawed --note "why"')
+    store = open_existing(args.registry)
+    try:
+        store.annotate(args.run, None if args.clear else args.status, args.note)
+    finally:
+        store.close()
+    print(f"{args.run}: {'annotation cleared' if args.clear else args.status}")
+
+
+def parse_wer_point(text: str) -> dict:
+    """`STEP:DOMAIN:HELDOUT` with WERs in percent ('-' or empty: not reported) -> interval
+    fields with WERs as fractions, e.g. "600:12.64:4.92" -> step 600, 0.1264, 0.0492."""
+    from orchestrator.errors import ConfigError
+
+    parts = text.split(":")
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        step = int(parts[0])
+        wers = [None if p.strip() in ("", "-") else float(p) / 100 for p in parts[1:]]
+        if step < 0 or any(w is not None and not 0 <= w < 100 for w in wers):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"cannot read {text!r} as STEP:DOMAIN:HELDOUT", where="--wer",
+                          fix="a step >= 0 and WERs in percent, e.g. --wer 600:12.64:4.92") from None
+    return {"step": step, "domain_wer": wers[0], "heldout_wer": wers[1]}
+
+
+def cmd_record(args) -> None:
+    from orchestrator.registry import Store
+    from orchestrator.verdicts import load_criteria
+
+    points = [parse_wer_point(text) for text in args.wer]
+    criteria = load_criteria(CONF / "criteria" / "default.yaml")
+    store = Store(args.registry)
+    try:
+        run = store.record_external(
+            experiment=args.experiment, model_id=args.model, steps=args.steps, lr=args.lr,
+            target_summary=args.targets, dora=args.dora, intervals=points, annotation_status=args.status,
+            annotation_note=args.note, criteria=criteria.as_dict(), run_id=args.run_id)
+    finally:
+        store.close()
+    print(run.id)
 
 
 def cmd_runs(args) -> None:
@@ -174,3 +284,53 @@ def cmd_plan(args) -> None:
 
     plan = make_plan(args.overrides)
     print(json.dumps(plan, indent=2) if args.json else render_plan(plan))
+
+
+# --- eval, transcribe, manifest (the work is in orchestrator.inference / manifest / manifest_tools) ---
+
+def cmd_eval(args) -> None:
+    from orchestrator.inference import evaluate_manifest, load_adapter
+
+    loaded = load_adapter(args.adapter, model_id=args.model, device=args.device)
+    result = evaluate_manifest(loaded, args.manifest, progress=not args.json)
+    if args.json:
+        print(json.dumps({"wer": result.wer, "eval_loss": result.loss, "utterances": result.n,
+                          "manifest": str(args.manifest), "adapter": str(args.adapter)}))
+    else:
+        print(f"WER {100 * result.wer:.2f}%  utterances {result.n}  eval loss {result.loss:.4f}  ({args.manifest})")
+
+
+def cmd_transcribe(args) -> None:
+    from orchestrator.audio import audio_info
+
+    for path in args.audio:  # fail before loading a model
+        audio_info(path)
+    from orchestrator.inference import load_adapter, transcribe
+
+    loaded = load_adapter(args.adapter, model_id=args.model, device=args.device)
+    for path, text in zip(args.audio, transcribe(loaded, args.audio)):
+        print(f"{path}\t{' '.join(text.splitlines()).replace(chr(9), ' ')}")
+
+
+def cmd_manifest(args) -> None:
+    if args.manifest_command == "validate":
+        from orchestrator.manifest import validate_manifest
+
+        problems = validate_manifest(args.file)
+        for problem in problems:
+            print(problem.report_line())
+        errors = sum(p.is_error for p in problems)
+        print(f"{args.file}: {errors} error(s), {len(problems) - errors} info(s)"
+              + ("" if errors else " - OK"))
+        if errors:
+            sys.exit(EXIT_USER_ERROR)
+    elif args.manifest_command == "stats":
+        from orchestrator.manifest_tools import manifest_stats, render_stats
+
+        stats = manifest_stats(args.file)
+        print(json.dumps(stats, indent=2) if args.json else render_stats(stats))
+    else:
+        from orchestrator.manifest_tools import expand_manifest
+
+        print(expand_manifest(args.pool, args.out, size=args.size, exclude=args.exclude, seed=args.seed,
+                              bins=args.bins).summary())

@@ -11,6 +11,8 @@ from typing import List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from orchestrator.verdicts import CriteriaConf  # defined hydra-free there, so the report can use it
+
 
 @dataclass
 class ModelConf:
@@ -85,6 +87,7 @@ class RunConf:
     data: DataConf = MISSING
     eval: EvalConf = MISSING
     registry: RegistryConf = field(default_factory=RegistryConf)
+    criteria: CriteriaConf = field(default_factory=CriteriaConf)  # acceptance thresholds (conf/criteria/)
     experiment: Optional[str] = None  # defaults to the chosen `exp` file's name
     output_dir: str = "outputs"
     device: str = "auto"  # auto | cpu | cuda

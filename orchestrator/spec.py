@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.errors import ConfigError
-from orchestrator.schema import (AdapterConf, DataConf, EvalConf, ModelConf, OptimConf,
+from orchestrator.schema import (AdapterConf, CriteriaConf, DataConf, EvalConf, ModelConf, OptimConf,
                                  RegistryConf, RunConf, TargetsConf, register)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -34,6 +34,7 @@ class RunSpec:
     data: DataConf
     eval: EvalConf
     registry: RegistryConf
+    criteria: CriteriaConf
     output_dir: str
     device: str
     config: dict[str, Any]  # the resolved config, as saved beside the run's artifacts

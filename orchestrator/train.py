@@ -28,6 +28,7 @@ from orchestrator.evaluate import EvalResult, evaluate
 from orchestrator.manifest import Filtered, filter_by_duration, read_manifest
 from orchestrator.registry import Store
 from orchestrator.spec import RunSpec
+from orchestrator.verdicts import select_best, target_report
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ def check_output_dir(path: str) -> None:
                                 fix="choose a writable folder: output_dir=/path/to/outputs") from None
 
 
-def run(spec: RunSpec, store: Store, *, progress: bool = True) -> str:
-    """Train and evaluate one run; returns its registry id."""
+def run(spec: RunSpec, store: Store, *, progress: bool = True, sweep_id: str | None = None) -> str:
+    """Train and evaluate one run, then check parity of its best adapter; returns its registry id."""
     check_output_dir(spec.output_dir)
     splits = load_splits(spec)
     device = modeling.resolve_device(spec.device)
@@ -92,7 +93,8 @@ def run(spec: RunSpec, store: Store, *, progress: bool = True) -> str:
         experiment=spec.experiment, config=spec.config, config_hash=spec.config_hash, model_id=spec.model.id,
         targets=resolution.names, target_summary=resolution.summary(), lr=spec.optim.lr,
         steps=spec.optim.steps, dora=spec.adapter.kind == "dora", git_commit=git_commit(),
-        data_stats=splits.stats())
+        data_stats=splits.stats(), criteria=spec.config["criteria"], target_report=target_report(resolution),
+        sweep_id=sweep_id)
     run_dir = Path(spec.output_dir) / record.id
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -105,8 +107,27 @@ def run(spec: RunSpec, store: Store, *, progress: bool = True) -> str:
     except BaseException as exc:
         store.finish_run(record.id, "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
+    check_parity(spec, store, record.id, run_dir)
     store.finish_run(record.id, "completed")
     return record.id
+
+
+def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path) -> None:
+    """Reload `lora_adapter_best` from disk as `orchestrator eval` does and compare its WERs with
+    the registry's (recorded as the `parity` check that criterion 7 reads)."""
+    from orchestrator import inference
+
+    run = store.get_run(run_id)
+    best = next(a for a in run.artifacts if a.kind == "lora_adapter_best")
+    interval = next(i for i in run.intervals if i.step == best.step)
+    loaded = inference.load_adapter(Path(best.path), device=spec.device)
+    domain = inference.evaluate_manifest(loaded, spec.eval.domain_manifest, progress=False)
+    heldout = inference.evaluate_manifest(loaded, spec.eval.heldout_manifest, progress=False)
+    passed = domain.wer == interval.domain_wer and heldout.wer == interval.heldout_wer
+    store.add_check(run_id, "parity", passed, {
+        "step": best.step, "sha256": best.sha256, "domain_wer": domain.wer, "heldout_wer": heldout.wer,
+        "registry_domain_wer": interval.domain_wer, "registry_heldout_wer": interval.heldout_wer})
+    log.info("parity of lora_adapter_best (step %d): %s", best.step, "reproduced" if passed else "MISMATCH")
 
 
 def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, processor, splits: Splits,
@@ -117,31 +138,31 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
     optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, spec.warmup_steps, o.steps)
     eval_steps = set(spec.eval_steps)
-    start, consumed, best_step, best_wer = 0, 0, None, math.inf
+    start, consumed = 0, 0
     if checkpoint.exists(run_dir):  # resuming: continue exactly where the last interval left off
         state = checkpoint.load(run_dir, model=model, optimizer=optimizer, scheduler=scheduler)
-        start, consumed, best_step, best_wer = state.step, state.batches_consumed, state.best_step, state.best_wer
+        start, consumed = state.step, state.batches_consumed
         log.info("resuming %s from step %d", run_id, start)
     batches = itertools.islice(train_batches(splits.train.kept, o.batch_size, o.seed), consumed, None)
 
     def evaluate_interval(step: int, lr: float, train_loss: float | None) -> None:
-        nonlocal best_step, best_wer
         kw = dict(batch_size=spec.eval.batch_size, tokens_per_second=spec.model.tokens_per_second,
                   device=device, progress=progress)
         domain: EvalResult = evaluate(model, processor, bank, splits.domain.kept, desc=f"eval domain @{step}", **kw)
         heldout: EvalResult = evaluate(model, processor, bank, splits.heldout.kept, desc=f"eval heldout @{step}", **kw)
         store.add_interval(run_id, step=step, lr=lr, train_loss=train_loss, eval_loss=domain.loss,
-                           domain_wer=domain.wer, heldout_wer=heldout.wer,
-                           domain_utts=domain.n, heldout_utts=heldout.n)
+                           domain_wer=domain.wer, heldout_wer=heldout.wer, domain_utts=domain.n,
+                           heldout_utts=heldout.n, utterances={"domain": domain.utterances, "heldout": heldout.utterances})
         log.info("step %d: domain WER %.2f%%  heldout WER %.2f%%  eval loss %.4f",
                  step, 100 * domain.wer, 100 * heldout.wer, domain.loss)
-        if domain.wer < best_wer:
-            best_step, best_wer = step, domain.wer
+        # lora_adapter_best: lowest domain WER among trained intervals inside the heldout guard
+        pick = select_best(store.get_run(run_id).intervals, spec.criteria.max_heldout_regression)
+        if pick is not None and pick.interval.step == step:
             digest = save_adapter(model, run_dir / "lora_adapter_best")
             store.add_artifact(run_id, kind="lora_adapter_best", path=str(run_dir / "lora_adapter_best"),
                                sha256=digest, step=step)
         checkpoint.save(run_dir, step=step, model=model, optimizer=optimizer, scheduler=scheduler,
-                        batches_consumed=consumed, best_step=best_step, best_wer=best_wer)
+                        batches_consumed=consumed)
 
     if start == 0:
         evaluate_interval(0, scheduler.get_last_lr()[0], None)

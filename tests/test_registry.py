@@ -1,4 +1,5 @@
-"""The run registry on real SQLite files: durability, upserts, errors, schema, listing."""
+"""The run registry on real SQLite files: durability, upserts, errors, schema, migration,
+listing, per-utterance results, checks, annotations and external runs."""
 from __future__ import annotations
 
 import json
@@ -9,14 +10,20 @@ import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, column, create_engine, event, table, update
+from sqlalchemy import Engine, column, create_engine, event, table, text, update
+from sqlalchemy.exc import IntegrityError
 
 from orchestrator.errors import RegistryError
-from orchestrator.registry import Interval, Run, Store
+from orchestrator.evaluate import UtteranceResult
+from orchestrator.registry import Interval, Run, Store, UtteranceRow
 from orchestrator.registry.models import Base
+from orchestrator.registry.store import MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FIELDS = dict(
@@ -203,7 +210,7 @@ def test_list_runs_oldest_first_without_n_plus_one(store: Store) -> None:
 
     assert [r.experiment for r in runs] == ["b", "a", "c"]
     assert all(len(r.intervals) == 2 and len(r.artifacts) == 1 for r in runs)
-    assert len(statements) <= 3  # runs, intervals, artifacts
+    assert len(statements) <= 4  # runs, intervals, artifacts, checks (never utterances)
 
 
 def test_as_dict_is_json_serialisable(store: Store) -> None:
@@ -272,3 +279,138 @@ def test_parallel_writers_on_a_fresh_database(url: str) -> None:
     store.close()
     assert sorted(r.id for r in runs) == ["p0", "p1", "p2", "p3"]
     assert all(len(r.intervals) == 20 and r.status == "finished" for r in runs)
+
+
+# --- 0002: per-utterance results, checks, annotations, external runs ---------------------------
+
+def utterance(i: int, errors: int, words: int = 4) -> UtteranceResult:
+    return UtteranceResult(f"a/{i}.wav", " ".join(["w"] * words), f"hyp {i}", errors, words)
+
+
+def test_interval_and_its_utterances_in_one_transaction(store: Store) -> None:
+    run = store.create_run(**RUN_FIELDS)
+    domain = [utterance(0, 1), {"audio_filepath": "a/1.wav", "reference": "x y", "hypothesis": "x",
+                                "errors": np.int64(1), "ref_words": 2}, utterance(2, 0)]
+    store.add_interval(run.id, step=0, domain_wer=2 / 10, utterances={"domain": domain, "heldout": [utterance(9, 3)]})
+
+    errors, words = store.utterance_errors(run.id, 0, "domain")
+    assert errors.tolist() == [1, 1, 0] and words.tolist() == [4, 2, 4] and errors.dtype == np.int64
+    rows = store.utterances(run.id, 0, "domain")
+    assert rows[1] == UtteranceRow(0, "domain", 1, "a/1.wav", "x y", "x", 1, 2)
+    assert [r.idx for r in rows] == [0, 1, 2]
+    assert store.utterance_errors(run.id, 0, "heldout")[0].tolist() == [3]
+    empty = store.utterance_errors(run.id, 5, "domain")
+    assert empty[0].size == 0 and empty[1].size == 0
+
+    broken = [utterance(0, 1), {**vars(utterance(1, 0)), "reference": None}]  # NOT NULL fails in the insert
+    with pytest.raises(IntegrityError):
+        store.add_interval(run.id, step=10, domain_wer=0.1, utterances={"domain": broken})
+    assert [i.step for i in store.get_run(run.id).intervals] == [0]  # the interval rolled back too
+    with pytest.raises(RegistryError, match="lacks 'errors'"):
+        store.add_interval(run.id, step=10, utterances={"domain": [{"audio_filepath": "a", "reference": "r",
+                                                                    "hypothesis": "h", "ref_words": 1}]})
+    with pytest.raises(RegistryError, match="unknown evaluation split 'test'"):
+        store.add_interval(run.id, step=10, utterances={"test": [utterance(0, 1)]})
+
+
+def test_rewriting_an_interval_replaces_only_the_splits_given(store: Store) -> None:
+    run = store.create_run(**RUN_FIELDS)
+    store.add_interval(run.id, step=4, utterances={"domain": [utterance(0, 1)] * 3, "heldout": [utterance(0, 2)]})
+    store.add_interval(run.id, step=4, utterances={"domain": [utterance(0, 0)]})
+    assert store.utterance_errors(run.id, 4, "domain")[0].tolist() == [0]
+    assert store.utterance_errors(run.id, 4, "heldout")[0].tolist() == [2]
+    store.add_interval(run.id, step=4, domain_wer=0.5)
+    assert store.utterance_errors(run.id, 4, "domain")[0].tolist() == [0]
+
+
+def test_new_run_fields_and_checks(store: Store) -> None:
+    criteria = {"min_domain_reduction": 1.0, "max_heldout_regression": 0.2}
+    report = {"by_component": {"decoder": 8}, "skipped": [], "empty_components": [], "identity_errors": 0}
+    run = store.create_run(**RUN_FIELDS, criteria=criteria, target_report=report, sweep_id="sweep-1")
+    assert (run.criteria, run.target_report, run.sweep_id, run.external) == (criteria, report, "sweep-1", False)
+    assert store.create_run(**RUN_FIELDS).criteria == {} and store.list_runs()[1].target_report is None
+
+    store.add_check(run.id, "parity", True, {"domain_wer": 0.25})
+    store.add_check(run.id, "parity", False, {"domain_wer": 0.26})
+    store.add_check(run.id, "another", True)
+    checks = store.get_run(run.id).checks
+    assert [(c.name, c.passed, c.details) for c in checks] == [("another", True, {}),
+                                                               ("parity", False, {"domain_wer": 0.26})]
+    assert store.get_run(run.id).check("parity").passed is False
+    with pytest.raises(RegistryError, match="no run 'nope'"):
+        store.add_check("nope", "parity", True)
+    json.dumps(store.get_run(run.id).as_dict())
+
+
+def test_annotate_sets_overrides_and_clears(store: Store) -> None:
+    run = store.create_run(**RUN_FIELDS)
+    store.annotate(run.id, "flawed", "missed the adapter | <b>")
+    got = store.get_run(run.id)
+    assert (got.annotation_status, got.annotation_note) == ("flawed", "missed the adapter | <b>")
+    store.annotate(run.id, None)
+    got = store.get_run(run.id)
+    assert (got.annotation_status, got.annotation_note) == (None, None)
+    with pytest.raises(RegistryError, match="short lower-case word"):
+        store.annotate(run.id, "Flawed!\n")
+    with pytest.raises(RegistryError, match="no run 'nope'"):
+        store.annotate("nope", "flawed")
+
+
+def test_record_external(store: Store) -> None:
+    run = store.record_external(
+        experiment="exp_2_4_v2_true_bridge", model_id="UsefulSensors/moonshine-streaming-tiny", steps=1000,
+        lr=1e-5, target_summary="dec attn+mlp", dora=True, annotation_status="failed", annotation_note="seeds",
+        intervals=[{"step": 600, "domain_wer": 0.1264, "heldout_wer": 0.0492},
+                   {"step": 0, "domain_wer": 0.1240, "heldout_wer": 0.0479}], run_id="ext-1")
+    assert run == store.get_run("ext-1")
+    assert (run.external, run.status, run.dora, run.annotation_status) == (True, "completed", True, "failed")
+    assert [(i.step, i.domain_wer, i.heldout_wer) for i in run.intervals] == [(0, 0.1240, 0.0479),
+                                                                              (600, 0.1264, 0.0492)]
+    assert run.ended_at is not None and run.artifacts == () and run.targets == []
+    with pytest.raises(RegistryError, match="already exists"):
+        store.record_external(experiment="e", model_id="m", steps=1, lr=1.0, target_summary="t", dora=False,
+                              intervals=[], run_id="ext-1")
+    with pytest.raises(RegistryError, match="repeats a step"):
+        store.record_external(experiment="e", model_id="m", steps=1, lr=1.0, target_summary="t", dora=False,
+                              intervals=[{"step": 0}, {"step": 0}])
+    for bad in ({"step": 0, "domain": 0.1}, {"domain_wer": 0.1}):
+        with pytest.raises(RegistryError, match="needs a step and only the fields"):
+            store.record_external(experiment="e", model_id="m", steps=1, lr=1.0, target_summary="t", dora=False,
+                                  intervals=[bad])
+    assert len(store.list_runs()) == 1
+
+
+def test_an_0001_database_is_upgraded_in_place_keeping_its_rows(url: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("sqlalchemy.url", url)
+    command.upgrade(config, "0001")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO runs (id, experiment, status, config, config_hash, model_id, targets, target_summary,"
+            " lr, steps, dora, git_commit, data_stats, started_at) VALUES ('old-1', 'exp_old', 'completed',"
+            " '{\"a\": 1}', 'h', 'm', '[\"q\"]', 'q (1)', 0.0001, 10, 0, NULL, '{}', '2025-01-01 00:00:00')"))
+        for step, wer in ((0, 0.3), (10, 0.2)):
+            connection.execute(text("INSERT INTO intervals (run_id, step, domain_wer, created_at) "
+                                    f"VALUES ('old-1', {step}, {wer}, '2025-01-01 00:00:00')"))
+        connection.execute(text("INSERT INTO artifacts (run_id, kind, path, sha256, step, created_at) "
+                                "VALUES ('old-1', 'lora_adapter_best', 'p', 'abc', 10, '2025-01-01 00:00:00')"))
+        assert MigrationContext.configure(connection).get_current_revision() == "0001"
+    engine.dispose()
+
+    store = Store(url)
+    run = store.get_run("old-1")
+    store.add_interval("old-1", step=20, domain_wer=0.1, utterances={"domain": [utterance(0, 1)]})
+    store.close()
+    assert (run.experiment, run.config, run.targets, run.status) == ("exp_old", {"a": 1}, ["q"], "completed")
+    assert [(i.step, i.domain_wer) for i in run.intervals] == [(0, 0.3), (10, 0.2)]
+    assert run.artifact("lora_adapter_best").sha256 == "abc"
+    assert (run.external, run.criteria, run.target_report, run.annotation_status, run.checks) == (
+        False, {}, None, None, ())
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        assert MigrationContext.configure(connection).get_current_revision() == "0002"
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    engine.dispose()

@@ -15,6 +15,7 @@ from orchestrator.registry import Store
 from orchestrator.report import update_experiments_md
 from orchestrator.schema import ModelConf
 from orchestrator.spec import spec_from_overrides
+from orchestrator.verdicts import select_best
 
 from conftest import cli
 
@@ -46,7 +47,10 @@ def test_real_run_records_intervals_artifacts_and_report(run_overrides, tmp_path
     for a in artifacts.values():
         assert Path(a.path) == run_dir / a.kind
         assert sha256_file(Path(a.path) / "adapter_model.safetensors") == a.sha256
-    assert artifacts["lora_adapter_best"].step == min(run.intervals, key=lambda i: (i.domain_wer, i.step)).step
+    assert artifacts["lora_adapter_best"].step == select_best(run.intervals, 0.2).interval.step > 0
+    (parity,) = run.checks
+    assert parity.name == "parity" and parity.passed, parity.details  # reloaded from disk, same WERs
+    assert store.utterance_errors(run_id, 4, "domain")[1].sum() > 0  # per-utterance results stored
     assert (run_dir / "config.yaml").read_text().count("global_qkvo") == 1
 
     base, _ = modeling.load(ModelConf(name="t", id=spec.model.id), torch.device("cpu"))

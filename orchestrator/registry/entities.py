@@ -1,7 +1,7 @@
 """Plain, frozen records the registry store returns; database rows never leave the store."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +56,38 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class Check:
+    """The outcome of a named check run on a run (e.g. "parity"), with what it measured."""
+
+    name: str
+    passed: bool
+    details: dict[str, Any]
+    created_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "details": self.details,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class UtteranceRow:
+    """What one evaluation produced for one utterance (texts normalised, as scored)."""
+
+    step: int
+    split: str  # "domain" | "heldout"
+    idx: int  # position in the evaluated manifest
+    audio_filepath: str
+    reference: str
+    hypothesis: str
+    errors: int  # substitutions + deletions + insertions
+    ref_words: int
+
+
+@dataclass(frozen=True)
 class Run:
     """One fine-tuning run with its intervals (ordered by step) and artifacts."""
 
@@ -77,6 +109,21 @@ class Run:
     failure_reason: str | None
     intervals: tuple[Interval, ...] = ()
     artifacts: tuple[Artifact, ...] = ()
+    checks: tuple[Check, ...] = ()
+    external: bool = False  # entered with `orchestrator record`: no per-utterance data, no artifacts
+    criteria: dict[str, Any] = field(default_factory=dict)  # thresholds it is judged by; {} = defaults
+    target_report: dict[str, Any] | None = None  # target resolution: by_component, skipped, ...
+    annotation_status: str | None = None  # a person's judgment; overrides the derived status
+    annotation_note: str | None = None
+    sweep_id: str | None = None
+
+    def artifact(self, kind: str) -> Artifact | None:
+        """The artifact of `kind` (e.g. "lora_adapter_best"), if the run recorded one."""
+        return next((a for a in self.artifacts if a.kind == kind), None)
+
+    def check(self, name: str) -> Check | None:
+        """The check called `name` (e.g. "parity"), if it was run."""
+        return next((c for c in self.checks if c.name == name), None)
 
     @property
     def baseline(self) -> Interval | None:
@@ -90,7 +137,8 @@ class Run:
 
     @property
     def best(self) -> Interval | None:
-        """The interval with the lowest domain WER; ties go to the earliest step."""
+        """The interval with the lowest domain WER, ties to the earliest step, with no heldout
+        guard. The tuned checkpoint the verdicts and report use is `verdicts.select_best`."""
         scored = [i for i in self.intervals if i.domain_wer is not None]
         return min(scored, key=lambda i: (i.domain_wer, i.step), default=None)
 
@@ -115,4 +163,11 @@ class Run:
             "failure_reason": self.failure_reason,
             "intervals": [i.as_dict() for i in self.intervals],
             "artifacts": [a.as_dict() for a in self.artifacts],
+            "checks": [c.as_dict() for c in self.checks],
+            "external": self.external,
+            "criteria": self.criteria,
+            "target_report": self.target_report,
+            "annotation_status": self.annotation_status,
+            "annotation_note": self.annotation_note,
+            "sweep_id": self.sweep_id,
         }

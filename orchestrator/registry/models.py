@@ -1,4 +1,5 @@
-"""SQLAlchemy tables of the run registry: runs, their intervals and their artifacts.
+"""SQLAlchemy tables of the run registry: runs, their intervals, the per-utterance results of
+each interval's evaluation, artifacts, and checks (e.g. parity) run on a finished run.
 
 Only `store.py` uses these classes. A change here needs a new alembic migration in
 `migrations/versions/`; `tests/test_registry.py` checks that the two agree.
@@ -8,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, MetaData, String, Text
+from sqlalchemy import (JSON, DateTime, ForeignKey, ForeignKeyConstraint, MetaData, String, Text,
+                        false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -42,12 +44,23 @@ class SqlRun(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failure_reason: Mapped[str | None] = mapped_column(Text)
+    # 0002: runs made outside the tool, criteria and target resolution versioned with the run,
+    # a human judgment that overrides the derived status, and the sweep a run belongs to.
+    external: Mapped[bool] = mapped_column(default=False, server_default=false())
+    criteria: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    target_report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    annotation_status: Mapped[str | None] = mapped_column(String(32))
+    annotation_note: Mapped[str | None] = mapped_column(Text)
+    sweep_id: Mapped[str | None] = mapped_column(String(255), index=True)
 
     intervals: Mapped[list[SqlInterval]] = relationship(
         order_by="SqlInterval.step", cascade="all, delete-orphan", passive_deletes=True
     )
     artifacts: Mapped[list[SqlArtifact]] = relationship(
         order_by="SqlArtifact.kind", cascade="all, delete-orphan", passive_deletes=True
+    )
+    checks: Mapped[list[SqlCheck]] = relationship(
+        order_by="SqlCheck.name", cascade="all, delete-orphan", passive_deletes=True
     )
 
 
@@ -78,4 +91,40 @@ class SqlArtifact(Base):
     path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     step: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SqlUtteranceResult(Base):
+    """One utterance of one evaluation: split is "domain" or "heldout", idx its manifest order.
+    Rows belong to their interval (deleted with it, and with the run)."""
+
+    __tablename__ = "utterance_results"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["run_id", "step"], ["intervals.run_id", "intervals.step"], ondelete="CASCADE"
+        ),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    step: Mapped[int] = mapped_column(primary_key=True)
+    split: Mapped[str] = mapped_column(String(16), primary_key=True)
+    idx: Mapped[int] = mapped_column(primary_key=True)
+    audio_filepath: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str] = mapped_column(Text)
+    hypothesis: Mapped[str] = mapped_column(Text)
+    errors: Mapped[int]
+    ref_words: Mapped[int]
+
+
+class SqlCheck(Base):
+    """The outcome of a named check run on a run (e.g. "parity"), one per name."""
+
+    __tablename__ = "checks"
+
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    passed: Mapped[bool]
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -6,28 +6,36 @@ this code does not know is refused).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from orchestrator.errors import RegistryError
-from orchestrator.registry.entities import Artifact, Interval, Run
-from orchestrator.registry.models import Base, SqlArtifact, SqlInterval, SqlRun
+from orchestrator.registry.entities import Artifact, Check, Interval, Run, UtteranceRow
+from orchestrator.registry.models import (Base, SqlArtifact, SqlCheck, SqlInterval, SqlRun,
+                                          SqlUtteranceResult)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_PRAGMAS = ("busy_timeout = 30000", "foreign_keys = ON", "journal_mode = WAL")
+SPLITS = ("domain", "heldout")
+UTTERANCE_FIELDS = ("audio_filepath", "reference", "hypothesis", "errors", "ref_words")
+ANNOTATION = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 class Store:
@@ -73,10 +81,18 @@ class Store:
         git_commit: str | None,
         data_stats: dict[str, Any] | None = None,
         run_id: str | None = None,
+        criteria: dict[str, Any] | None = None,
+        target_report: dict[str, Any] | None = None,
+        external: bool = False,
+        sweep_id: str | None = None,
     ) -> Run:
-        """Record a new run with status "running" and return it."""
+        """Record a new run with status "running" and return it.
+
+        `criteria` are the acceptance thresholds the run is judged by (the composed
+        `criteria` config), `target_report` what target resolution found (see
+        `verdicts.target_report`); both are kept with the run."""
         started_at = _now()
-        run_id = run_id or f"{experiment}-{started_at:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+        run_id = run_id or _new_id(experiment, started_at)
         row = SqlRun(
             id=run_id,
             experiment=experiment,
@@ -92,16 +108,64 @@ class Store:
             git_commit=git_commit,
             data_stats=data_stats or {},
             started_at=started_at,
+            external=external,
+            criteria=criteria,
+            target_report=target_report,
+            sweep_id=sweep_id,
         )
-        try:
-            with self._session() as session:
-                session.add(row)
-                session.flush()
-                return _to_run(row)
-        except IntegrityError:
-            raise RegistryError(
-                f"run {run_id!r} already exists", where=_safe_url(self.url), fix="use a new run id"
-            ) from None
+        with self._new_run(run_id) as session:
+            session.add(row)
+            session.flush()
+            return _to_run(row)
+
+    def record_external(
+        self,
+        *,
+        experiment: str,
+        model_id: str,
+        steps: int,
+        lr: float,
+        target_summary: str,
+        dora: bool,
+        intervals: Sequence[Mapping[str, Any]],
+        annotation_status: str | None = None,
+        annotation_note: str | None = None,
+        criteria: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> Run:
+        """Enter a run made outside the tool, with the metrics it reported, in one transaction.
+
+        It is marked `external` and `completed`; `intervals` are dicts of Interval fields
+        (`step` required; WERs as fractions). There are no artifacts or per-utterance data,
+        so its verdicts rest on the point estimates."""
+        fields = set(Interval.__dataclass_fields__) - {"created_at"}
+        for values in intervals:
+            if "step" not in values or set(values) - fields:
+                raise RegistryError(f"interval {dict(values)} needs a step and only the fields "
+                                    f"{', '.join(sorted(fields))}", fix="e.g. {'step': 600, 'domain_wer': 0.1264}")
+        steps_seen = [int(i["step"]) for i in intervals]
+        if len(set(steps_seen)) != len(steps_seen):
+            raise RegistryError(f"external run {experiment!r} repeats a step: {sorted(steps_seen)}",
+                                fix="give each step once")
+        if annotation_status is not None:
+            _check_annotation(annotation_status)
+        now = _now()
+        run_id = run_id or _new_id(experiment, now)
+        config = {"external": {"experiment": experiment, "model_id": model_id, "steps": steps,
+                               "lr": lr, "targets": target_summary, "dora": dora}}
+        row = SqlRun(
+            id=run_id, experiment=experiment, status="completed", config=config,
+            config_hash=hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
+            model_id=model_id, targets=[], target_summary=target_summary, lr=lr, steps=steps,
+            dora=dora, git_commit=None, data_stats={}, started_at=now, ended_at=now,
+            external=True, criteria=criteria, annotation_status=annotation_status,
+            annotation_note=annotation_note,
+        )
+        with self._new_run(run_id) as session:
+            session.add(row)
+            session.flush()
+            session.add_all(SqlInterval(run_id=run_id, created_at=now, **values) for values in intervals)
+        return self.get_run(run_id)
 
     def add_interval(
         self,
@@ -115,9 +179,17 @@ class Store:
         heldout_wer: float | None = None,
         domain_utts: int | None = None,
         heldout_utts: int | None = None,
+        utterances: Mapping[str, Sequence[Any]] | None = None,
     ) -> None:
         """Record the metrics at `step`, committed at once; a second call for the same
-        step replaces the whole row (fields left out become NULL)."""
+        step replaces the whole row (fields left out become NULL).
+
+        `utterances` maps a split ("domain", "heldout") to what its evaluation produced per
+        utterance, in manifest order: `evaluate.UtteranceResult`s or dicts with the keys
+        audio_filepath, reference, hypothesis, errors, ref_words. They are written in the
+        same transaction as the interval and replace that split's earlier rows for `step`;
+        a split left out keeps its rows."""
+        rows = _utterance_rows(run_id, step, utterances or {})
         values = dict(
             lr=lr,
             train_loss=train_loss,
@@ -131,6 +203,57 @@ class Store:
         with self._session() as session:
             self._require(session, run_id)
             _upsert(session, SqlInterval, (run_id, step), run_id=run_id, step=step, **values)
+            session.flush()  # the interval row exists before its utterances reference it
+            for split in utterances or {}:
+                session.execute(delete(SqlUtteranceResult).where(
+                    SqlUtteranceResult.run_id == run_id, SqlUtteranceResult.step == step,
+                    SqlUtteranceResult.split == split))
+            if rows:
+                session.execute(insert(SqlUtteranceResult), rows)
+
+    def utterances(self, run_id: str, step: int, split: str) -> list[UtteranceRow]:
+        """The per-utterance results of `split` at `step`, in manifest order ([] if none)."""
+        _check_split(split)
+        query = (
+            select(SqlUtteranceResult)
+            .where(SqlUtteranceResult.run_id == run_id, SqlUtteranceResult.step == step,
+                   SqlUtteranceResult.split == split)
+            .order_by(SqlUtteranceResult.idx)
+        )
+        with self._session() as session:
+            return [_to_utterance(row) for row in session.scalars(query)]
+
+    def utterance_errors(self, run_id: str, step: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(errors, reference words) per utterance of `split` at `step`, in manifest order, as
+        int64 arrays (both empty if nothing was stored): the input of the paired bootstrap."""
+        _check_split(split)
+        query = (
+            select(SqlUtteranceResult.errors, SqlUtteranceResult.ref_words)
+            .where(SqlUtteranceResult.run_id == run_id, SqlUtteranceResult.step == step,
+                   SqlUtteranceResult.split == split)
+            .order_by(SqlUtteranceResult.idx)
+        )
+        with self._session() as session:
+            pairs = session.execute(query).all()
+        table = np.array(pairs, dtype=np.int64).reshape(len(pairs), 2)
+        return table[:, 0].copy(), table[:, 1].copy()
+
+    def add_check(self, run_id: str, name: str, passed: bool, details: dict[str, Any] | None = None) -> None:
+        """Record the outcome of check `name` (e.g. "parity") on a run, replacing an earlier one."""
+        with self._session() as session:
+            self._require(session, run_id)
+            values = dict(passed=bool(passed), details=details or {}, created_at=_now())
+            _upsert(session, SqlCheck, (run_id, name), run_id=run_id, name=name, **values)
+
+    def annotate(self, run_id: str, status: str | None, note: str | None = None) -> None:
+        """Record a person's judgment of a run (e.g. "flawed" and why); it overrides the
+        derived status in the report. `status=None` removes the annotation."""
+        if status is not None:
+            _check_annotation(status)
+        with self._session() as session:
+            row = self._require(session, run_id)
+            row.annotation_status = status
+            row.annotation_note = note if status is not None else None
 
     def add_artifact(
         self, run_id: str, *, kind: str, path: str, sha256: str, step: int | None = None
@@ -153,10 +276,12 @@ class Store:
             return _to_run(self._require(session, run_id))
 
     def list_runs(self) -> list[Run]:
-        """All runs, oldest first, with their intervals and artifacts."""
+        """All runs, oldest first, with their intervals, artifacts and checks (not the
+        per-utterance results: read those with `utterance_errors` / `utterances`)."""
         query = (
             select(SqlRun)
-            .options(selectinload(SqlRun.intervals), selectinload(SqlRun.artifacts))
+            .options(selectinload(SqlRun.intervals), selectinload(SqlRun.artifacts),
+                     selectinload(SqlRun.checks))
             .order_by(SqlRun.started_at, SqlRun.id)
         )
         with self._session() as session:
@@ -165,6 +290,19 @@ class Store:
     def close(self) -> None:
         """Release every pooled connection."""
         self._engine.dispose()
+
+    @contextmanager
+    def _new_run(self, run_id: str) -> Iterator[Session]:
+        """A transaction that inserts run `run_id`; an existing id is a RegistryError."""
+        try:
+            with self._session() as session:
+                yield session
+        except IntegrityError as exc:
+            if not any(name in str(exc.orig) for name in ("runs.id", "pk_runs")):
+                raise
+            raise RegistryError(
+                f"run {run_id!r} already exists", where=_safe_url(self.url), fix="use a new run id"
+            ) from None
 
     def _require(self, session: Session, run_id: str) -> SqlRun:
         row = session.get(SqlRun, run_id)
@@ -257,6 +395,13 @@ def _to_run(row: SqlRun) -> Run:
         failure_reason=row.failure_reason,
         intervals=tuple(_to_interval(i) for i in row.intervals),
         artifacts=tuple(_to_artifact(a) for a in row.artifacts),
+        checks=tuple(_to_check(c) for c in row.checks),
+        external=bool(row.external),
+        criteria=dict(row.criteria or {}),
+        target_report=row.target_report,
+        annotation_status=row.annotation_status,
+        annotation_note=row.annotation_note,
+        sweep_id=row.sweep_id,
     )
 
 
@@ -282,6 +427,59 @@ def _to_artifact(row: SqlArtifact) -> Artifact:
         step=row.step,
         created_at=_utc(row.created_at),
     )
+
+
+def _to_check(row: SqlCheck) -> Check:
+    return Check(name=row.name, passed=bool(row.passed), details=dict(row.details or {}),
+                 created_at=_utc(row.created_at))
+
+
+def _to_utterance(row: SqlUtteranceResult) -> UtteranceRow:
+    return UtteranceRow(
+        step=row.step,
+        split=row.split,
+        idx=row.idx,
+        audio_filepath=row.audio_filepath,
+        reference=row.reference,
+        hypothesis=row.hypothesis,
+        errors=row.errors,
+        ref_words=row.ref_words,
+    )
+
+
+def _utterance_rows(run_id: str, step: int, utterances: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """The utterance_results rows to insert, built (and checked) before the transaction."""
+    rows = []
+    for split, items in utterances.items():
+        _check_split(split)
+        for idx, item in enumerate(items):
+            try:
+                values = {key: item[key] if isinstance(item, Mapping) else getattr(item, key)
+                          for key in UTTERANCE_FIELDS}
+            except (KeyError, AttributeError) as exc:
+                raise RegistryError(f"utterance {idx} of {split!r} at step {step} lacks {exc}",
+                                    fix=f"give each utterance {', '.join(UTTERANCE_FIELDS)}") from None
+            values.update(errors=int(values["errors"]), ref_words=int(values["ref_words"]),
+                          audio_filepath=str(values["audio_filepath"]))
+            rows.append(dict(run_id=run_id, step=step, split=split, idx=idx, **values))
+    return rows
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise RegistryError(f"unknown evaluation split {split!r}", fix=f"use one of {', '.join(SPLITS)}")
+
+
+def _check_annotation(status: str) -> None:
+    if not ANNOTATION.fullmatch(status):
+        raise RegistryError(
+            f"annotation status {status!r} is not a short lower-case word",
+            fix="use e.g. flawed, failed, passed or superseded (a-z, 0-9, - or _, up to 32)",
+        )
+
+
+def _new_id(experiment: str, moment: datetime) -> str:
+    return f"{experiment}-{moment:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 def _now() -> datetime:
