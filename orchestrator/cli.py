@@ -176,7 +176,7 @@ def subcommand(argv: list[str]) -> None:
     p.add_argument("--lr", required=True, type=float)
     p.add_argument("--targets", required=True, help="what was adapted, as text")
     p.add_argument("--dora", action="store_true")
-    p.add_argument("--wer", required=True, action="append", metavar="STEP:DOMAIN:HELDOUT",
+    p.add_argument("--wer", action="append", default=[], metavar="STEP:DOMAIN:HELDOUT",
                    help="WERs in percent at a step (repeatable), e.g. 0:12.40:4.79; '-' for a missing one")
     p.add_argument("--status", help="annotation, e.g. flawed (default: the status is derived from the verdicts)")
     p.add_argument("--note", help="annotation note, shown in the report")
