@@ -91,6 +91,7 @@ class RunConf:
     experiment: Optional[str] = None  # defaults to the chosen `exp` file's name
     output_dir: str = "outputs"
     device: str = "auto"  # auto | cpu | cuda
+    rerun: bool = False  # run again even if an identical configuration already finished
 
 
 def register() -> None:

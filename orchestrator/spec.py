@@ -21,7 +21,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 ADAPTER_KINDS = ("lora", "dora")
 DEVICES = ("auto", "cpu", "cuda")
 # Keys that do not change what a run computes, so they stay out of its identity hash.
-NOT_IDENTITY = ("registry", "output_dir", "device")
+NOT_IDENTITY = ("registry", "output_dir", "device", "rerun")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class RunSpec:
     criteria: CriteriaConf
     output_dir: str
     device: str
+    rerun: bool
     config: dict[str, Any]  # the resolved config, as saved beside the run's artifacts
     config_hash: str
 
@@ -104,8 +105,21 @@ def validate(c: RunConf) -> None:
     _check(c.device in DEVICES, "device", f"unknown device {c.device!r}", "use device=auto, cpu or cuda")
 
 
+def _content(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
+
+
 def identity_hash(config: dict[str, Any]) -> str:
+    """What makes two runs the same run: the resolved config (less where its outputs go), the
+    content of every manifest it reads, the model id + revision (in the config) and our version."""
+    from orchestrator import __version__
+
     keyed = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+    manifests = [config["data"]["train_manifest"], config["eval"]["domain_manifest"], config["eval"]["heldout_manifest"]]
+    keyed["_identity"] = {"manifests": [_content(p) for p in manifests], "version": __version__}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 

@@ -6,6 +6,8 @@ happens and any exception marks the run `failed` (Ctrl-C: `interrupted`) with th
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import logging
 import math
@@ -77,9 +79,51 @@ def check_output_dir(path: str) -> None:
                                 fix="choose a writable folder: output_dir=/path/to/outputs") from None
 
 
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Held for a run's whole life: a run whose lock is free has no live process (same host)."""
+    with open(run_dir / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OrchestratorError("this run is being trained by another live process", where=str(run_dir),
+                                    fix="wait for it, or stop that process first") from None
+        yield
+
+
+def is_alive(run_dir: Path) -> bool:
+    try:
+        with run_lock(run_dir):
+            return False
+    except (OrchestratorError, FileNotFoundError):
+        return run_dir.exists()
+
+
+def previous_run(spec: RunSpec, store: Store):
+    """The identical run to skip (finished) or resume (interrupted, or `running` with a dead process)."""
+    runs = store.runs_with_hash(spec.config_hash)
+    if not runs or spec.rerun:
+        return None
+    last = runs[-1]
+    run_dir = Path(spec.output_dir) / last.id
+    if last.status == "running" and is_alive(run_dir):
+        raise OrchestratorError(f"an identical run ({last.id}) is running now", where=str(run_dir),
+                                fix="wait for it, or pass rerun=true to start another one")
+    if last.status in ("completed", "interrupted", "running") and (last.status == "completed" or run_dir.exists()):
+        return last
+    return None
+
+
 def run(spec: RunSpec, store: Store, *, progress: bool = True, sweep_id: str | None = None) -> str:
-    """Train and evaluate one run, then check parity of its best adapter; returns its registry id."""
+    """Train and evaluate one run, then check parity of its best adapter; returns its registry id.
+
+    An identical configuration (same identity hash) that already finished is skipped; one that was
+    interrupted or killed resumes from its last checkpoint; `rerun=true` forces a new run."""
     check_output_dir(spec.output_dir)
+    previous = previous_run(spec, store)
+    if previous is not None and previous.status == "completed":
+        log.info("skipped: identical to run %s, which completed (rerun=true runs it again)", previous.id)
+        return previous.id
     splits = load_splits(spec)
     device = modeling.resolve_device(spec.device)
     model, processor = modeling.load(spec.model, device)
@@ -89,27 +133,36 @@ def run(spec: RunSpec, store: Store, *, progress: bool = True, sweep_id: str | N
     for name in resolution.empty_components:
         log.warning("targets: component %r contributes no module on %s", name, spec.model.id)
 
+    if previous is not None:
+        log.info("resuming run %s (%s)", previous.id, previous.status)
+        store.reopen(previous.id)
+        return _run_in(spec, store, previous.id, peft_model, processor, splits, device, progress)
     record = store.create_run(
         experiment=spec.experiment, config=spec.config, config_hash=spec.config_hash, model_id=spec.model.id,
         targets=resolution.names, target_summary=resolution.summary(), lr=spec.optim.lr,
         steps=spec.optim.steps, dora=spec.adapter.kind == "dora", git_commit=git_commit(),
         data_stats=splits.stats(), criteria=spec.config["criteria"], target_report=target_report(resolution),
         sweep_id=sweep_id)
-    run_dir = Path(spec.output_dir) / record.id
+    return _run_in(spec, store, record.id, peft_model, processor, splits, device, progress)
+
+
+def _run_in(spec: RunSpec, store: Store, run_id: str, peft_model, processor, splits: Splits,
+            device: torch.device, progress: bool) -> str:
+    run_dir = Path(spec.output_dir) / run_id
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(spec.config), run_dir / "config.yaml")
-        with logging_redirect_tqdm():
-            _train(spec, store, record.id, run_dir, peft_model, processor, splits, device, progress)
+        with run_lock(run_dir), logging_redirect_tqdm():
+            OmegaConf.save(OmegaConf.create(spec.config), run_dir / "config.yaml")
+            _train(spec, store, run_id, run_dir, peft_model, processor, splits, device, progress)
+            check_parity(spec, store, run_id, run_dir)
     except KeyboardInterrupt:
-        store.finish_run(record.id, "interrupted", "interrupted by the user (Ctrl-C)")
+        store.finish_run(run_id, "interrupted", "interrupted by the user (Ctrl-C); resume by running it again")
         raise
     except BaseException as exc:
-        store.finish_run(record.id, "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        store.finish_run(run_id, "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
-    check_parity(spec, store, record.id, run_dir)
-    store.finish_run(record.id, "completed")
-    return record.id
+    store.finish_run(run_id, "completed")
+    return run_id
 
 
 def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path) -> None:

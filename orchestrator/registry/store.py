@@ -270,6 +270,16 @@ class Store:
             row = self._require(session, run_id)
             row.status, row.failure_reason, row.ended_at = status, reason, _now()
 
+    def reopen(self, run_id: str) -> None:
+        """Mark a run `running` again (it is being resumed): clears its end time and failure."""
+        with self._session() as session:
+            row = self._require(session, run_id)
+            row.status, row.failure_reason, row.ended_at = "running", None, None
+
+    def runs_with_hash(self, config_hash: str) -> list[Run]:
+        """Runs made by this tool (not external) with this identity hash, oldest first."""
+        return [r for r in self.list_runs() if r.config_hash == config_hash and not r.external]
+
     def get_run(self, run_id: str) -> Run:
         """The run with its intervals and artifacts; RegistryError if there is none."""
         with self._session() as session:
