@@ -141,3 +141,23 @@ def test_importing_the_report_leaves_torch_unimported():
     import subprocess
     code = "import sys, orchestrator.report, orchestrator.cli; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("exp", ["exp_2_3_v2_bridge_focus", "exp_2_4_v2_true_bridge", "exp_2_5_v2_universal_lora"])
+def test_seed_target_specs_run_end_to_end_on_tiny_random(run_overrides, exp):
+    """The seeds' target presets (and adapter kinds), resolved and trained on tiny_random."""
+    from omegaconf import OmegaConf
+
+    from orchestrator.spec import compose
+    from orchestrator.targets import resolve
+
+    seed = spec_from_overrides([f"+exp={exp}"])
+    spec = spec_from_overrides([*run_overrides, f"targets={seed.targets.name}", f"adapter={seed.adapter.kind}",
+                                "optim.steps=2", "eval.interval=2"])
+    store = registry(run_overrides)
+    run = store.get_run(train.run(spec, store, progress=False))
+    base, _ = modeling.load(ModelConf(name="t", id=spec.model.id), torch.device("cpu"))
+    expected = resolve(base, OmegaConf.to_object(compose([f"targets={seed.targets.name}"]).targets))
+    assert run.status == "completed" and run.dora == (seed.adapter.kind == "dora")
+    assert sorted(run.targets) == sorted(expected.names) and run.target_report["identity_errors"] == 0
+    store.close()
