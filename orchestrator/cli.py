@@ -62,11 +62,11 @@ def first_of_sweeps(overrides: list[str]) -> list[str]:
 
 def hydra_error_line(exc: Exception) -> str:
     from hydra.errors import MissingConfigException
-    from orchestrator.spec import known_experiments
+    from orchestrator.paths import declared_experiments
 
     if isinstance(exc, MissingConfigException) and "exp/" in str(exc):
         name = str(exc).split("exp/", 1)[1].split("'", 1)[0]
-        return f"+exp={name}: unknown experiment (fix: use one of {', '.join(known_experiments())}; files in conf/exp/)"
+        return f"+exp={name}: unknown experiment (fix: use one of {', '.join(declared_experiments())}; files in conf/exp/)"
     lines = [str(exc).split("\n\n")[0].replace("\n", " ")]
     cause = exc.__cause__ or exc.__context__
     if cause is not None and str(cause):
@@ -199,18 +199,16 @@ def open_existing(url: str):
     return Store(url)
 
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
-
-
 def cmd_report(args) -> None:
-    from orchestrator.report import declared_experiments, update_experiments_md
+    from orchestrator.paths import DEFAULT_CRITERIA, declared_experiments
+    from orchestrator.report import update_experiments_md
     from orchestrator.verdicts import load_criteria
 
     store = open_existing(args.registry)
     try:
         runs = store.list_runs()
-        update_experiments_md(args.output, runs, experiments=declared_experiments(CONF / "exp"),
-                              utterances=store, criteria=load_criteria(CONF / "criteria" / "default.yaml"))
+        update_experiments_md(args.output, runs, experiments=declared_experiments(),
+                              utterances=store, criteria=load_criteria(DEFAULT_CRITERIA))
     finally:
         store.close()
     print(f"{args.output}: {len(runs)} runs")
@@ -250,11 +248,12 @@ def parse_wer_point(text: str) -> dict:
 
 
 def cmd_record(args) -> None:
+    from orchestrator.paths import DEFAULT_CRITERIA
     from orchestrator.registry import Store
     from orchestrator.verdicts import load_criteria
 
     points = [parse_wer_point(text) for text in args.wer]
-    criteria = load_criteria(CONF / "criteria" / "default.yaml")
+    criteria = load_criteria(DEFAULT_CRITERIA)
     store = Store(args.registry)
     try:
         run = store.record_external(

@@ -65,11 +65,6 @@ def collect(
     return ReportData(list(runs), verdicts, planned)
 
 
-def declared_experiments(exp_dir: Path) -> list[str]:
-    """The experiment names declared in `exp_dir` (conf/exp/*.yaml), without Hydra."""
-    return sorted(p.stem for p in Path(exp_dir).glob("*.yaml"))
-
-
 def run_matrix(runs: Sequence[Run] | ReportData) -> str:
     """One row per run, then one per planned experiment. WER cells read
     "baseline / tuned / final" in percent: tuned is the interval `verdicts.select_best` picks,

@@ -14,10 +14,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.errors import ConfigError
+from orchestrator.paths import CONF_DIR
 from orchestrator.schema import (AdapterConf, CriteriaConf, DataConf, EvalConf, ModelConf, OptimConf,
                                  RegistryConf, RunConf, TargetsConf, register)
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 ADAPTER_KINDS = ("lora", "dora")
 DEVICES = ("auto", "cpu", "cuda")
 # Keys that do not change what a run computes, so they stay out of its identity hash.
@@ -50,10 +50,6 @@ class RunSpec:
         """Steps at which both manifests are evaluated: 0 (baseline), every interval, the end."""
         steps = list(range(0, self.optim.steps, self.eval.interval))
         return steps + [self.optim.steps]
-
-
-def known_experiments() -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / "exp").glob("*.yaml"))
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:

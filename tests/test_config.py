@@ -5,7 +5,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from orchestrator.errors import ConfigError
-from orchestrator.spec import build_spec, compose, known_experiments, spec_from_overrides
+from orchestrator.paths import declared_experiments
+from orchestrator.spec import build_spec, compose, spec_from_overrides
 
 SEEDS = {  # experiment -> (model, adapter kind, target preset, lr, steps)
     "exp_2_3_v2_bridge_focus": ("moonshine_streaming_tiny", "lora", "all_linear", 1e-5, 1000),
@@ -16,7 +17,7 @@ SEEDS = {  # experiment -> (model, adapter kind, target preset, lr, steps)
 }
 
 
-@pytest.mark.parametrize("name", known_experiments())
+@pytest.mark.parametrize("name", declared_experiments())
 def test_every_experiment_composes_into_a_valid_spec(name):
     spec = spec_from_overrides([f"+exp={name}"])
     assert spec.experiment == name

@@ -15,7 +15,8 @@ import pytest
 from conftest import cli
 from orchestrator.errors import OrchestratorError
 from orchestrator.registry import Interval, Run, Store
-from orchestrator.report import (collect, declared_experiments, interval_tables, run_matrix,
+from orchestrator.paths import declared_experiments
+from orchestrator.report import (collect, interval_tables, run_matrix,
                                  update_experiments_md, verdict_sections)
 
 ROOT = Path(__file__).resolve().parents[1]
