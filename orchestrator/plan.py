@@ -17,8 +17,7 @@ def data_counts(spec: RunSpec) -> dict[str, Any]:
     from orchestrator.manifest import filter_by_duration, read_manifest
 
     counts = {}
-    for name, path in (("train", spec.data.train_manifest), ("domain", spec.eval.domain_manifest),
-                       ("heldout", spec.eval.heldout_manifest)):
+    for name, path in spec.manifests.items():
         try:
             part = filter_by_duration(read_manifest(path), spec.data.max_seconds)
             hours = sum(u.duration for u in part.kept) / 3600

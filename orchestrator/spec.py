@@ -46,6 +46,12 @@ class RunSpec:
         return int(round(self.optim.steps * self.optim.warmup_ratio))
 
     @property
+    def manifests(self) -> dict[str, str]:
+        """The three manifests a run reads, by split name."""
+        return {"train": self.data.train_manifest, "domain": self.eval.domain_manifest,
+                "heldout": self.eval.heldout_manifest}
+
+    @property
     def eval_steps(self) -> list[int]:
         """Steps at which both manifests are evaluated: 0 (baseline), every interval, the end."""
         steps = list(range(0, self.optim.steps, self.eval.interval))

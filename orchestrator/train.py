@@ -47,15 +47,15 @@ class Splits:
 
 
 def load_splits(spec: RunSpec) -> Splits:
-    parts = [filter_by_duration(read_manifest(path), spec.data.max_seconds)
-             for path in (spec.data.train_manifest, spec.eval.domain_manifest, spec.eval.heldout_manifest)]
-    for path, part in zip((spec.data.train_manifest, spec.eval.domain_manifest, spec.eval.heldout_manifest), parts):
+    parts = {name: filter_by_duration(read_manifest(path), spec.data.max_seconds)
+             for name, path in spec.manifests.items()}
+    for path, part in zip(spec.manifests.values(), parts.values()):
         if part.dropped_too_long:
             log.warning("%s: dropped %d utterances over max_seconds=%s", path, part.dropped_too_long, spec.data.max_seconds)
         if not part.kept:
             raise OrchestratorError(f"no utterance is shorter than data.max_seconds={spec.data.max_seconds}",
                                     where=path, fix="raise data.max_seconds or use shorter audio")
-    return Splits(*parts)
+    return Splits(**parts)
 
 
 def git_commit() -> str | None:
@@ -92,11 +92,13 @@ def run_lock(run_dir: Path):
 
 
 def is_alive(run_dir: Path) -> bool:
+    if not run_dir.exists():
+        return False
     try:
         with run_lock(run_dir):
             return False
-    except (OrchestratorError, FileNotFoundError):
-        return run_dir.exists()
+    except OrchestratorError:
+        return True
 
 
 def previous_run(spec: RunSpec, store: Store):
@@ -109,7 +111,7 @@ def previous_run(spec: RunSpec, store: Store):
     if last.status == "running" and is_alive(run_dir):
         raise OrchestratorError(f"an identical run ({last.id}) is running now", where=str(run_dir),
                                 fix="wait for it, or pass rerun=true to start another one")
-    if last.status in ("completed", "interrupted", "running") and (last.status == "completed" or run_dir.exists()):
+    if last.status == "completed" or (last.status in ("interrupted", "running") and run_dir.exists()):
         return last
     return None
 
