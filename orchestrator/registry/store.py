@@ -278,7 +278,7 @@ class Store:
 
     def runs_with_hash(self, config_hash: str) -> list[Run]:
         """Runs made by this tool (not external) with this identity hash, oldest first."""
-        return [r for r in self.list_runs() if r.config_hash == config_hash and not r.external]
+        return self._runs(SqlRun.config_hash == config_hash, SqlRun.external.is_(False))
 
     def get_run(self, run_id: str) -> Run:
         """The run with its intervals and artifacts; RegistryError if there is none."""
@@ -288,8 +288,12 @@ class Store:
     def list_runs(self) -> list[Run]:
         """All runs, oldest first, with their intervals, artifacts and checks (not the
         per-utterance results: read those with `utterance_errors` / `utterances`)."""
+        return self._runs()
+
+    def _runs(self, *where: Any) -> list[Run]:
         query = (
             select(SqlRun)
+            .where(*where)
             .options(selectinload(SqlRun.intervals), selectinload(SqlRun.artifacts),
                      selectinload(SqlRun.checks))
             .order_by(SqlRun.started_at, SqlRun.id)
