@@ -29,19 +29,15 @@ def data_counts(spec: RunSpec) -> dict[str, Any]:
 
 
 def make_plan(overrides: list[str]) -> dict[str, Any]:
-    from peft import LoraConfig, get_peft_model
-
     from orchestrator import modeling, targets
-    from orchestrator.adapter import trainable_by_component
+    from orchestrator.adapter import attach, trainable_by_component
 
     spec = spec_from_overrides(overrides)
     skeleton = modeling.load_skeleton(spec.model)
     total_params = sum(p.numel() for p in skeleton.parameters())
     resolution = targets.resolve(skeleton, spec.targets)
     a = spec.adapter
-    peft_model = get_peft_model(skeleton, LoraConfig(r=a.r, lora_alpha=a.alpha, target_modules=resolution.names,
-                                                     use_dora=a.kind == "dora"))
-    trainable = trainable_by_component(peft_model)
+    trainable = trainable_by_component(attach(skeleton, a, resolution))  # on meta: counts only
     by_component = {
         comp: {"count": len(mods), "params": trainable.get(comp, 0), "base_params": sum(m.params for m in mods),
                "types": sorted({m.type_name for m in mods}), "modules": [m.name for m in mods]}
