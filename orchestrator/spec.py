@@ -47,15 +47,23 @@ class RunSpec:
 
     @property
     def manifests(self) -> dict[str, str]:
-        """The three manifests a run reads, by split name."""
-        return {"train": self.data.train_manifest, "domain": self.eval.domain_manifest,
-                "heldout": self.eval.heldout_manifest}
+        """Every manifest a run reads, by split name (`replay` only when data.replay_manifest is set)."""
+        return manifests_of(self.data, self.eval)
 
     @property
     def eval_steps(self) -> list[int]:
         """Steps at which both manifests are evaluated: 0 (baseline), every interval, the end."""
         steps = list(range(0, self.optim.steps, self.eval.interval))
         return steps + [self.optim.steps]
+
+
+def manifests_of(data: DataConf | dict, eval: EvalConf | dict) -> dict[str, str]:
+    get = (lambda obj, key: obj[key]) if isinstance(data, dict) else getattr
+    out = {"train": get(data, "train_manifest"), "domain": get(eval, "domain_manifest"),
+           "heldout": get(eval, "heldout_manifest")}
+    if get(data, "replay_manifest"):
+        out["replay"] = get(data, "replay_manifest")
+    return out
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
@@ -103,6 +111,13 @@ def validate(c: RunConf) -> None:
     _check(bool(t.kinds or t.patterns), "targets", "the target spec selects nothing",
            "choose a preset (targets=global_qkvo) or set targets.kinds / targets.patterns")
     _check(c.data.max_seconds > 0, "data.max_seconds", f"must be > 0, got {c.data.max_seconds}", "set data.max_seconds=20")
+    _check(0 <= c.data.replay_fraction < 1, "data.replay_fraction",
+           f"must be in [0, 1), got {c.data.replay_fraction}", "set data.replay_fraction=0.5")
+    _check(bool(c.data.replay_manifest) == (c.data.replay_fraction > 0), "data.replay_manifest",
+           "replay needs both a manifest and a fraction > 0",
+           "set data.replay_manifest=PATH and data.replay_fraction=0.5 together (or neither)")
+    _check(c.data.on_silent in ("skip", "refuse"), "data.on_silent",
+           f"must be 'skip' or 'refuse', got {c.data.on_silent!r}", "set data.on_silent=skip")
     _check(c.data.sample_rate > 0, "data.sample_rate", "must be > 0", "set data.sample_rate=16000")
     _check(c.device in DEVICES, "device", f"unknown device {c.device!r}", "use device=auto, cpu or cuda")
 
@@ -120,8 +135,8 @@ def identity_hash(config: dict[str, Any]) -> str:
     from orchestrator import __version__
 
     keyed = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
-    manifests = [config["data"]["train_manifest"], config["eval"]["domain_manifest"], config["eval"]["heldout_manifest"]]
-    keyed["_identity"] = {"manifests": [_content(p) for p in manifests], "version": __version__}
+    manifests = manifests_of(config["data"], config["eval"])
+    keyed["_identity"] = {"manifests": [_content(p) for p in manifests.values()], "version": __version__}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 

@@ -40,10 +40,12 @@ class Splits:
     train: Filtered
     domain: Filtered
     heldout: Filtered
+    replay: Filtered | None = None  # general speech mixed into training batches (data.replay_*)
 
     def stats(self) -> dict:
+        parts = {"train": self.train, "domain": self.domain, "heldout": self.heldout, "replay": self.replay}
         return {name: {"utterances": len(part.kept), "dropped_too_long": part.dropped_too_long}
-                for name, part in (("train", self.train), ("domain", self.domain), ("heldout", self.heldout))}
+                for name, part in parts.items() if part is not None}
 
 
 def load_splits(spec: RunSpec) -> Splits:
