@@ -320,13 +320,83 @@ def make_test_set(out_dir: str | os.PathLike[str], *, jobs: int = 2) -> dict[str
     return {name: write_manifest(r, out / f"{name}.jsonl") for name, r in rows.items()}
 
 
+# ---------------------------------------------------------------------------------------------
+# The demo: general English in two voices, air-traffic control in a third
+# ---------------------------------------------------------------------------------------------
+
+DEMO_SEED = 20261121
+GENERAL_VOICES = ("en-us", "en-gb-x-rp")  # what the demo base model is pretrained on
+DOMAIN_VOICE = "en-gb-scotland"  # the domain's accent, never heard in pretraining
+# Sentence pools, sliced into disjoint sets: (first, last) indices into one seeded unique list.
+DEMO_GENERAL = {"heldout": (0, 500), "replay": (500, 1500), "pretrain": (1500, 11500)}
+DEMO_ATC = {"domain_eval": (0, 600), "domain_train": (600, 1100), "pretrain": (1100, 1300)}
+DEMO_SETS = {  # name -> (sentence family, voices, speed range, seed for voice/speed/pitch draws)
+    "heldout": ("general", GENERAL_VOICES, (140, 200), 11),
+    "replay": ("general", GENERAL_VOICES, (140, 200), 12),
+    "domain_eval": ("atc", (DOMAIN_VOICE,), (160, 190), 13),
+    "domain_train": ("atc", (DOMAIN_VOICE,), (160, 190), 14),
+}
+
+
+def demo_sentences() -> dict[str, list[str]]:
+    """Every demo and pretraining set's sentences; no sentence is in two sets (checked)."""
+    general = general_sentences(DEMO_GENERAL["pretrain"][1], DEMO_SEED)
+    atc = atc_sentences(DEMO_ATC["pretrain"][1], DEMO_SEED)
+    out = {name: general[a:b] for name, (a, b) in DEMO_GENERAL.items() if name != "pretrain"}
+    out |= {name: atc[a:b] for name, (a, b) in DEMO_ATC.items() if name != "pretrain"}
+    a, b = DEMO_GENERAL["pretrain"]
+    c, d = DEMO_ATC["pretrain"]
+    out["pretrain"] = general[a:b] + atc[c:d]
+    check_disjoint(out)
+    return out
+
+
+def check_disjoint(sets: dict[str, Sequence[str]]) -> None:
+    names = list(sets)
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            shared = set(sets[x]) & set(sets[y])
+            if shared:
+                raise ValueError(f"{len(shared)} sentences are in both {x} and {y}, e.g. {next(iter(shared))!r}")
+
+
+def make_demo_set(out_dir: str | os.PathLike[str], *, jobs: int = 2) -> dict[str, Path]:
+    """The demo campaign's manifests: heldout (500 general), replay (1,000 general),
+    domain_eval (600 ATC) and domain_train (500 ATC, a voice the base never heard)."""
+    out = Path(out_dir)
+    sentences = demo_sentences()
+    paths = {}
+    for name, (_, voices, speed, seed) in DEMO_SETS.items():
+        rows = synthesize(sentences[name], out, prefix=name, voice=voices, speed=speed, pitch=(35, 65),
+                          seed=seed, jobs=jobs)
+        paths[name] = write_manifest(rows, out / f"{name}.jsonl")
+    return paths
+
+
+def make_pretrain_set(out_dir: str | os.PathLike[str], *, jobs: int = 2) -> Path:
+    """The demo base model's training set: 10,000 general sentences + 200 ATC ones, general voices."""
+    out = Path(out_dir)
+    rows = synthesize(demo_sentences()["pretrain"], out, prefix="pretrain", voice=GENERAL_VOICES,
+                      speed=(140, 200), pitch=(35, 65), seed=10, jobs=jobs)
+    return write_manifest(rows, out / "train.jsonl")
+
+
+SETS = {"test": make_test_set, "demo": make_demo_set,
+        "pretrain": lambda out, jobs: {"train": make_pretrain_set(out, jobs=jobs)}}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.synth", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="manifests/test", help="output folder (manifests + wavs/)")
+    parser.add_argument("--set", choices=sorted(SETS), default="test",
+                        help="test: 24 utterances for the tests; demo: the demo campaign's manifests; "
+                             "pretrain: the demo base model's training set")
+    parser.add_argument("--out", default=None, help="output folder (manifests + wavs/); "
+                                                    "default manifests/test, manifests/demo or data/pretrain")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel renders")
     args = parser.parse_args(argv)
-    for name, path in make_test_set(args.out, jobs=args.jobs).items():
+    out = args.out or {"test": "manifests/test", "demo": "manifests/demo", "pretrain": "data/pretrain"}[args.set]
+    for name, path in SETS[args.set](out, jobs=args.jobs).items():
         print(f"{name}: {path}")
 
 

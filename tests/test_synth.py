@@ -102,3 +102,31 @@ def test_write_manifest_round_trip(tmp_path: Path) -> None:
     path = write_manifest(rows, tmp_path / "m.jsonl")
     [u] = read_manifest(path)
     assert u.text == "where is my green blanket" and u.duration == rows[0]["duration"]
+
+
+def test_demo_sets_are_disjoint_and_large_enough() -> None:
+    from orchestrator.synth import DEMO_SETS, DOMAIN_VOICE, GENERAL_VOICES, check_disjoint, demo_sentences
+
+    sets = demo_sentences()
+    assert len(sets["domain_eval"]) >= 500 and len(sets["heldout"]) >= 500
+    assert len(sets["domain_train"]) >= 500 and len(sets["pretrain"]) >= 10_000
+    all_sentences = [s for group in sets.values() for s in group]
+    assert len(all_sentences) == len(set(all_sentences))  # no sentence in two sets
+    assert DOMAIN_VOICE not in GENERAL_VOICES  # the domain's voice is never heard in pretraining
+    assert {voices for _, voices, _, _ in DEMO_SETS.values()} == {GENERAL_VOICES, (DOMAIN_VOICE,)}
+    assert sum(w in ATC_WORDS for s in sets["domain_eval"] for w in s.split()) > 500
+    with pytest.raises(ValueError, match="1 sentences are in both a and b"):
+        check_disjoint({"a": ["x", "y"], "b": ["y", "z"]})
+
+
+def test_demo_set_renders_through_the_same_path(tmp_path: Path, monkeypatch) -> None:
+    """make_demo_set on a cut-down pool: every manifest is real speech, audio files unshared."""
+    import orchestrator.synth as synth
+
+    monkeypatch.setattr(synth, "DEMO_GENERAL", {"heldout": (0, 3), "replay": (3, 6), "pretrain": (6, 9)})
+    monkeypatch.setattr(synth, "DEMO_ATC", {"domain_eval": (0, 3), "domain_train": (3, 6), "pretrain": (6, 8)})
+    paths = synth.make_demo_set(tmp_path)
+    assert sorted(paths) == ["domain_eval", "domain_train", "heldout", "replay"]
+    audio = [u.audio_filepath for p in paths.values() for u in read_manifest(p)]
+    assert len(audio) == 12 and len(set(audio)) == 12
+    assert all(audio_info(a)[1] == 16000 for a in audio)
