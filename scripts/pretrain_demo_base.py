@@ -89,6 +89,20 @@ def wer(model, processor, waves, texts, batch_size: int = 32) -> float:
     return jiwer.wer([normalize(t) for t in texts], [normalize(h) or "<empty>" for h in hyps])
 
 
+def ctc_loss(head: torch.nn.Module, out, batch) -> torch.Tensor:
+    """CTC of the encoder's frames (one per 320 samples) against the transcript without EOS."""
+    frames = out.encoder_last_hidden_state
+    log_probs = head(frames).log_softmax(-1).transpose(0, 1)  # (T, B, V)
+    frame_lengths = (batch["attention_mask"].sum(-1) // 320).clamp(max=frames.shape[1])
+    targets, target_lengths = [], []
+    for row in batch["labels"]:
+        ids = row[(row >= 0) & (row != 2)]
+        targets.append(ids)
+        target_lengths.append(len(ids))
+    return torch.nn.functional.ctc_loss(log_probs, torch.cat(targets), frame_lengths,
+                                        torch.tensor(target_lengths), blank=0, zero_infinity=True)
+
+
 def load(manifest: str, limit: int | None = None):
     utts = read_manifest(manifest)[:limit]
     return [load_audio(u.audio_filepath) for u in utts], [u.text for u in utts]
@@ -109,6 +123,10 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--eval-utts", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ctc-weight", type=float, default=0.3,
+                   help="weight of an auxiliary CTC loss on the encoder (hybrid CTC/attention training; "
+                        "the CTC head is discarded, the saved model is a plain Moonshine v2)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--time-only", type=int, default=0, help="time this many steps and exit")
     args = p.parse_args()
     out = Path(args.out)
@@ -117,6 +135,8 @@ def main() -> None:
                         handlers=[logging.StreamHandler(), logging.FileHandler(out / "pretrain.log")])
     log.info("args: %s", json.dumps(vars(args)))
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, processor = build(args.hidden, args.layers, args.heads, args.seed)
     log.info("parameters: %d", sum(p.numel() for p in model.parameters()))
     t0 = time.time()
@@ -126,7 +146,10 @@ def main() -> None:
     log.info("loaded %d training utterances (%.1f h) in %.0f s", len(waves),
              sum(map(len, waves)) / 16000 / 3600, time.time() - t0)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    # blank = <pad> (id 0), which never appears inside a transcript
+    ctc_head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size)
+    params = [*model.parameters(), *ctc_head.parameters()]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     rng = random.Random(args.seed)
     stream = batches([len(w) for w in waves], args.batch_size, rng)
@@ -134,10 +157,14 @@ def main() -> None:
     t0, losses = time.time(), []
     for step in range(1, args.steps + 1):
         idx = next(stream)
-        loss = model(**inputs(processor, [waves[i] for i in idx], [texts[i] for i in idx])).loss
+        batch = inputs(processor, [waves[i] for i in idx], [texts[i] for i in idx])
+        result = model(**batch)
+        loss = result.loss
+        if args.ctc_weight:
+            loss = (1 - args.ctc_weight) * loss + args.ctc_weight * ctc_loss(ctc_head, result, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         losses.append(loss.item())
