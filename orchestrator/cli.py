@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_REGISTRY = "sqlite:///registry.db"
-SUBCOMMANDS = ("report", "runs", "plan", "eval", "transcribe", "manifest", "annotate", "record")
+SUBCOMMANDS = ("report", "runs", "plan", "eval", "transcribe", "manifest", "annotate", "record", "resume", "doctor")
 EXIT_USER_ERROR = 2
 log = logging.getLogger("orchestrator")
 
@@ -40,8 +40,27 @@ def main(argv: list[str] | None = None) -> None:
             raise
         fail(exc.one_line())
     except KeyboardInterrupt:
-        print("interrupted: the run is recorded as `interrupted` in the registry", file=sys.stderr)
+        print("interrupted (Ctrl-C): a run that had started is recorded `interrupted`; the same command resumes it",
+              file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - never a traceback unless asked for (--debug)
+        if debug:
+            raise
+        fail_unexpected(exc)
+
+
+def fail_unexpected(exc: Exception) -> None:
+    """One line for an exception nobody turned into an OrchestratorError: Hydra/OmegaConf
+    composition errors read as config errors (exit 2); anything else is a fault or a bug (exit 1)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(exc, (HydraException, OmegaConfBaseException)):
+        fail(hydra_error_line(exc))
+    text = " ".join(str(exc).split()) or "no message"
+    print(f"error: unexpected {type(exc).__name__}: {text[:500]} (fix: run again with --debug for the traceback, "
+          "and report it if it is not a fault of the machine)", file=sys.stderr)
+    sys.exit(1)
 
 
 # --- training runs (Hydra) ---------------------------------------------------------------------
@@ -80,15 +99,22 @@ def run_hydra(argv: list[str], debug: bool) -> None:
 
     from orchestrator import spec as specs
 
+    if "--rerun" in argv:  # the flag form of rerun=true
+        argv = [a for a in argv if a != "--rerun"] + ["rerun=true"]
     overrides = [a for a in argv if not a.startswith("-")]
+    multirun = "-m" in argv or "--multirun" in argv
     try:  # validate the composition up front: one clear line instead of Hydra's report
-        specs.build_spec(specs.compose(first_of_sweeps(overrides)))
+        from orchestrator.launchers import check_exp_launchers
+
+        check_exp_launchers(overrides, multirun)
+        first = specs.build_spec(specs.compose(first_of_sweeps(overrides)))
     except Exception as exc:  # noqa: BLE001 - any composition failure is a user error here
         from orchestrator.errors import OrchestratorError
 
         if debug:
             raise
         fail(exc.one_line() if isinstance(exc, OrchestratorError) else hydra_error_line(exc))
+    check_before_torch(first)
 
     @hydra.main(config_path=str(specs.CONF_DIR), config_name="config", version_base="1.3")
     def task(cfg) -> None:
@@ -103,10 +129,28 @@ def run_hydra(argv: list[str], debug: bool) -> None:
             if debug:
                 raise
             fail(exc.one_line())
+        except Exception as exc:  # noqa: BLE001 - Hydra would print a traceback; the run is recorded failed
+            if debug:
+                raise
+            fail_unexpected(exc)
 
     specs.register()
     sys.argv = [sys.argv[0], *argv]
     task()
+
+
+def check_before_torch(spec) -> None:
+    """Refuse bad data, an output folder that cannot be written and a registry that cannot be
+    opened in seconds, before torch loads. The manifests' audio is decoded here once; the run
+    reuses the result (manifest.load_split keeps it while the files are unchanged). The registry
+    is created/migrated here, once, before a sweep's jobs open it."""
+    from orchestrator.artifacts import check_output_dir
+    from orchestrator.manifest import load_splits
+    from orchestrator.registry import Store
+
+    load_splits(spec.manifests, spec.data)
+    check_output_dir(spec.output_dir)
+    Store(spec.registry.url).close()
 
 
 def train_one(spec, sweep_id: str | None = None) -> str:
@@ -182,10 +226,21 @@ def subcommand(argv: list[str]) -> None:
     p.add_argument("--note", help="annotation note, shown in the report")
     p.add_argument("--run-id", help="default: <experiment>-<time>-<random>")
     p.add_argument("--registry", default=DEFAULT_REGISTRY, help="created if missing (default: %(default)s)")
+    p = sub.add_parser("resume", help="continue interrupted runs (every one of a sweep, or by id) from their checkpoints")
+    p.add_argument("runs", nargs="*", metavar="RUN_ID", help="runs to continue (see `orchestrator runs`)")
+    p.add_argument("--sweep", help="continue every interrupted run of this sweep")
+    p.add_argument("--registry", default=DEFAULT_REGISTRY)
+    p = sub.add_parser("doctor", help="check the registry against the disk: artifacts, dead `running` runs, orphans")
+    p.add_argument("--registry", default=DEFAULT_REGISTRY)
+    p.add_argument("--outputs", type=Path, help="the runs' output folder (default: each run's own output_dir)")
+    p.add_argument("--repair", action="store_true", help="record dead `running` runs as `interrupted` (statuses only)")
+    p.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return cmd_doctor(args)
     {"report": cmd_report, "runs": cmd_runs, "plan": cmd_plan,
      "eval": cmd_eval, "transcribe": cmd_transcribe, "manifest": cmd_manifest,
-     "annotate": cmd_annotate, "record": cmd_record}[args.command](args)
+     "annotate": cmd_annotate, "record": cmd_record, "resume": cmd_resume}[args.command](args)
 
 
 def open_existing(url: str):
@@ -265,17 +320,55 @@ def cmd_record(args) -> None:
     print(run.id)
 
 
-def cmd_runs(args) -> None:
+def cmd_doctor(args) -> None:
+    from orchestrator.doctor import diagnose
+
     store = open_existing(args.registry)
-    runs = store.list_runs()
+    try:
+        diagnosis = diagnose(store, outputs=args.outputs, repair=args.repair)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(diagnosis.as_dict(), indent=2))
+    else:
+        for finding in diagnosis.findings:
+            print(finding.line())
+        print(diagnosis.summary())
+    if not diagnosis.healthy:
+        sys.exit(1)
+
+
+def cmd_runs(args) -> None:
+    from orchestrator.liveness import settle
+
+    store = open_existing(args.registry)
+    runs = settle(store.list_runs())  # `running` with no live process reads `interrupted`
     store.close()
     if args.json:
         print(json.dumps([r.as_dict() for r in runs], indent=2))
         return
     from tabulate import tabulate
 
-    rows = [(r.id, r.experiment, r.status, r.steps, f"{r.lr:g}", len(r.intervals)) for r in runs]
-    print(tabulate(rows, headers=["run", "experiment", "status", "steps", "lr", "intervals"]))
+    rows = [(r.id, r.experiment, r.status, r.steps, f"{r.lr:g}", len(r.intervals), r.sweep_id or "")
+            for r in runs]
+    print(tabulate(rows, headers=["run", "experiment", "status", "steps", "lr", "intervals", "sweep"]))
+
+
+def cmd_resume(args) -> None:
+    from orchestrator import resume
+
+    logging.basicConfig(format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    log.setLevel(logging.INFO)
+    store = open_existing(args.registry)
+    try:
+        runs = resume.select(store, args.runs, args.sweep)
+        if not runs:
+            print(f"sweep {args.sweep}: no interrupted run to resume")
+            return
+        for run_id in resume.resume(store, runs, registry_url=args.registry):
+            print(f"{run_id}: {store.get_run(run_id).status}")
+    finally:
+        store.close()
 
 
 def cmd_plan(args) -> None:

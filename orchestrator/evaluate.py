@@ -17,7 +17,6 @@ from orchestrator.manifest import Utterance
 from orchestrator.textnorm import normalize
 
 
-
 @dataclass(frozen=True)
 class UtteranceResult:
     audio_filepath: str
@@ -63,8 +62,10 @@ class Decoded:
 def decode(model, processor, bank: AudioBank, utts: Sequence[Utterance], *, batch_size: int,
            tokens_per_second: float, device: torch.device, with_loss: bool = True, desc: str = "decode",
            progress: bool = True) -> Decoded:
-    """Longest-first batches; one generate per batch (a fresh encoder pass: outputs never reused)."""
+    """Longest-first batches, so each batch pads little and gets a token budget bound to its own
+    longest utterance; one generate per batch (a fresh encoder pass: outputs never reused)."""
     model.eval()
+    bank.prepare(u.audio_filepath for u in utts)  # the manifest's audio, from the disk cache when there is one
     order = sorted(range(len(utts)), key=lambda i: -utts[i].duration)
     texts: dict[int, str] = {}
     loss_sum, token_count = 0.0, 0

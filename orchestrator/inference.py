@@ -4,7 +4,8 @@
 model id, decoding budget, audio settings and eval batch size are the run's; the base model and
 processor come through modeling.load (the same from_pretrained path), the adapter through PEFT.
 `evaluate_manifest` then runs the trainer's code path (read_manifest -> filter_by_duration ->
-evaluate.evaluate), which makes its WER the registry's, bit for bit, on the same device.
+evaluate.evaluate), which makes its WER the registry's, bit for bit, on the same device; its audio
+comes from the run's decoded-audio cache (`<output_dir>/.audio_cache`), identical to load_audio.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from omegaconf import OmegaConf
 
 from orchestrator import modeling
 from orchestrator.audio import audio_info
+from orchestrator.audio_cache import cache_dir
 from orchestrator.batching import AudioBank
 from orchestrator.errors import OrchestratorError
 from orchestrator.evaluate import EvalResult, decode, evaluate
@@ -46,6 +48,10 @@ class Loaded:
     device: torch.device
     adapter_dir: Path
     run_config: Path | None  # the config.yaml the settings came from; None: schema defaults
+    audio_cache: Path | None  # the run's decoded-audio cache (<output_dir>/.audio_cache); None: in memory
+
+    def bank(self) -> AudioBank:
+        return AudioBank(self.data, cache_dir=self.audio_cache)
 
 
 def _section(cls, values: dict[str, Any] | None):
@@ -88,7 +94,9 @@ def load_adapter(adapter_dir: str | os.PathLike[str], *, model_id: str | None = 
     torch_device = modeling.resolve_device(device)
     base, processor = modeling.load(model, torch_device)
     peft_model = PeftModel.from_pretrained(base, adapter_dir).to(torch_device).eval()
-    return Loaded(peft_model, processor, model, data, eval_conf, torch_device, adapter_dir, run_config)
+    # a run's folder is <output_dir>/<run>/, so its adapters share the cache the run trained with
+    audio = None if run_config is None else cache_dir(run_config.parent.parent)
+    return Loaded(peft_model, processor, model, data, eval_conf, torch_device, adapter_dir, run_config, audio)
 
 
 def evaluate_manifest(loaded: Loaded, manifest_path: str | os.PathLike[str], *,
@@ -101,7 +109,7 @@ def evaluate_manifest(loaded: Loaded, manifest_path: str | os.PathLike[str], *,
     if not part.kept:
         raise OrchestratorError(f"no utterance is shorter than data.max_seconds={loaded.data.max_seconds}",
                                 where=os.fspath(manifest_path), fix="use shorter audio")
-    return evaluate(loaded.peft_model, loaded.processor, AudioBank(loaded.data), part.kept,
+    return evaluate(loaded.peft_model, loaded.processor, loaded.bank(), part.kept,
                     batch_size=loaded.eval.batch_size, tokens_per_second=loaded.model.tokens_per_second,
                     device=loaded.device, desc=f"eval {Path(manifest_path).name}", progress=progress)
 
@@ -112,6 +120,6 @@ def transcribe(loaded: Loaded, paths: Sequence[str | os.PathLike[str]]) -> list[
     files = [os.path.abspath(p) for p in paths]
     utts = [Utterance(audio_filepath=f, text="", duration=audio_info(f)[0], line=i + 1)
             for i, f in enumerate(files)]
-    return decode(loaded.peft_model, loaded.processor, AudioBank(loaded.data), utts,
+    return decode(loaded.peft_model, loaded.processor, AudioBank(loaded.data), utts,  # ad hoc files: not cached
                   batch_size=loaded.eval.batch_size, tokens_per_second=loaded.model.tokens_per_second,
                   device=loaded.device, with_loss=False, progress=False).texts

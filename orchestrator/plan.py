@@ -9,8 +9,7 @@ from typing import Any
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.spec import RunSpec, spec_from_overrides
-
-LR_WARNING = 2e-4  # the seeds saw catastrophic forgetting at and above this learning rate
+from orchestrator.verdicts import LR_WARNING
 
 
 def data_counts(spec: RunSpec) -> dict[str, Any]:

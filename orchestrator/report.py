@@ -1,5 +1,5 @@
-"""Registry entities -> Markdown: the run matrix, per-run verdicts and interval tables in
-EXPERIMENTS.md.
+"""Registry entities -> Markdown: the run matrix, sweeps (table + chart), per-run verdicts and
+interval tables in EXPERIMENTS.md.
 
 Reads plain `Run` entities (and, for the bootstrap, per-utterance errors through a
 `verdicts.UtteranceSource` such as the Store); it must never import torch, hydra or the
@@ -8,19 +8,22 @@ cannot break a table or inject HTML / generated-block markers.
 """
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tabulate import tabulate
+import numpy as np
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.liveness import settle
 from orchestrator.registry import Interval, Run
-from orchestrator.verdicts import (NA, PLANNED, Comparison, CriteriaConf, RunVerdict, UtteranceSource,
-                                   criteria_for, judge, matrix_status)
+from orchestrator.verdicts import (LR_WARNING, NA, PLANNED, Comparison, CriteriaConf, RunVerdict,
+                                   UtteranceSource, criteria_for, judge, matrix_status, select_best)
 
 MISSING = "—"
 PLACEHOLDER = (
@@ -31,9 +34,20 @@ PLACEHOLDER = (
 STATUS_NOTE = (
     "_Status is derived — `planned` (declared in conf/exp/, not run yet), `running`, "
     "`interrupted`, `failed` (crashed, or the verdict failed), `passed`, `inconclusive` — "
-    "unless a person annotated the run (`orchestrator annotate`). Tuned = the best interval "
-    "within the heldout guard (see Verdicts)._"
+    "unless a person annotated the run (`orchestrator annotate`); a run left `running` by a "
+    "process that died shows `interrupted`. Tuned = the best interval within the heldout guard "
+    "(see Verdicts). ⚠ marks a learning rate at or above 2e-4, where the seeds saw catastrophic "
+    "forgetting._"
 )
+SWEEP_NOTE = (
+    "_One section per sweep (`python -m orchestrator -m +exp=... optim.lr=a,b,c`), its runs by "
+    "learning rate. WERs are at the tuned step, the interval `verdicts.select_best` picks (as in the "
+    "run matrix); Verdict is the run matrix's Status. Chart: the first line is domain WER, the "
+    "second heldout WER._"
+)
+LR_FLAG = "⚠"
+# What _escape changes or str.splitlines splits on; text without any is a cell as it is.
+_NEEDS_ESCAPE = re.compile(r"[\\&<>|`\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -59,10 +73,40 @@ def collect(
 ) -> ReportData:
     """Judge every run (each by its recorded criteria, else `criteria`) and list the declared
     `experiments` that have no run as planned."""
+    runs = settle(runs, root=root)  # a `running` run whose process died reads `interrupted`
+    utterances = _prefetched(runs, utterances, criteria)
     verdicts = {run.id: judge(run, utterances, criteria_for(run, criteria), root=root) for run in runs}
     ran = {run.experiment for run in runs}
     planned = [name for name in dict.fromkeys(experiments) if name not in ran]
     return ReportData(list(runs), verdicts, planned)
+
+
+@dataclass(frozen=True)
+class _Prefetched:
+    """Per-utterance errors read up front, in a few set-based queries instead of four per run."""
+
+    found: Mapping[tuple[str, int, str], tuple[np.ndarray, np.ndarray]]
+
+    def utterance_errors(self, run_id: str, step: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.found.get((run_id, step, split), _NO_UTTERANCES)
+
+
+_NO_UTTERANCES = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+
+def _prefetched(runs: Sequence[Run], source: UtteranceSource | None,
+                criteria: CriteriaConf | None) -> UtteranceSource | None:
+    """`source`, or (when it can read many at once, as the Store can) what judging `runs` will
+    ask of it: the baseline and the tuned step of each run."""
+    many = getattr(source, "utterance_errors_many", None)
+    if many is None:
+        return source
+    keys = []
+    for run in runs:
+        selection = select_best(run.intervals, criteria_for(run, criteria).max_heldout_regression)
+        if selection is not None and run.baseline is not None:
+            keys += [(run.id, 0), (run.id, selection.interval.step)]
+    return _Prefetched(many(keys))
 
 
 def run_matrix(runs: Sequence[Run] | ReportData) -> str:
@@ -93,7 +137,7 @@ def run_matrix(runs: Sequence[Run] | ReportData) -> str:
             run.experiment,
             run.model_id,
             str(run.steps),
-            f"{run.lr:g}",
+            _lr(run.lr),
             "DoRA" if run.dora else "LoRA",
             run.target_summary,
             matrix_status(run, verdict),
@@ -108,6 +152,97 @@ def run_matrix(runs: Sequence[Run] | ReportData) -> str:
     if not rows:
         return "_No runs recorded yet._"
     return _table(headers, rows, align="lllrrllllrrl") + "\n\n" + STATUS_NOTE
+
+
+def sweep_sections(runs: Sequence[Run] | ReportData) -> str:
+    """Per sweep (runs sharing a sweep_id): what was swept, a table of its runs by learning rate
+    with the tuned step's domain and heldout WER and the verdict, and a Mermaid xychart of those
+    two WERs against the learning rate (GitHub renders it)."""
+    data = runs if isinstance(runs, ReportData) else ReportData(runs)
+    sweeps: dict[str, list[Run]] = {}
+    for run in data.runs:
+        if run.sweep_id:
+            sweeps.setdefault(run.sweep_id, []).append(run)
+    if not sweeps:
+        return "_No sweeps recorded yet (`python -m orchestrator -m ...` records one)._"
+    sections = [_sweep_section(sweep_id, members, data) for sweep_id, members in sweeps.items()]
+    return "\n\n".join(sections) + "\n\n" + SWEEP_NOTE
+
+
+def _sweep_section(sweep_id: str, runs: list[Run], data: ReportData) -> str:
+    runs = sorted(runs, key=lambda r: (r.lr, r.started_at, r.id))
+    varied = _varied_keys([r.config for r in runs])
+    others = [key for key in varied if key != "optim.lr"]
+    experiments = ", ".join(dict.fromkeys(_inline(r.experiment) for r in runs))
+    swept = ", ".join(f"`{_escape(key)}`" for key in varied) or "nothing (identical runs)"
+    lines = [f"### {_inline(sweep_id)}", "", f"Experiment {experiments} · {len(runs)} runs · swept: {swept}"]
+    baselines = {(r.baseline.domain_wer, r.baseline.heldout_wer) for r in runs if r.baseline}
+    if len(baselines) == 1:
+        domain, heldout = baselines.pop()
+        lines[-1] += f" · baseline WER {_pct(domain)} domain, {_pct(heldout)} heldout"
+    headers = ["Run ID", "LR", *(["Also varies"] if others else []), "Best step", "Domain WER %",
+               "Heldout WER %", "Verdict"]
+    rows, points = [], []
+    for run in runs:
+        verdict = data.verdict(run)
+        selection = verdict.selection
+        tuned = selection.interval if selection else None
+        step = MISSING if selection is None else (
+            str(tuned.step) + ("" if selection.within_guard else " (outside guard)"))
+        also = ([", ".join(f"{key}={_flat(run.config).get(key, MISSING)}" for key in others)]
+                if others else [])
+        rows.append([run.id, _lr(run.lr), *also, step, _pct(tuned.domain_wer if tuned else None),
+                     _pct(tuned.heldout_wer if tuned else None), matrix_status(run, verdict)])
+        if tuned is not None and tuned.domain_wer is not None and tuned.heldout_wer is not None:
+            points.append((run.lr, 100 * tuned.domain_wer, 100 * tuned.heldout_wer))
+    lines += ["", _table(headers, rows, align="lr" + "l" * len(others[:1]) + "rrrl"), ""]
+    lrs = [lr for lr, _, _ in points]
+    if len(points) < 2:
+        lines.append("_No chart: fewer than two runs have a tuned step yet._")
+    elif len(set(lrs)) != len(lrs):
+        lines.append("_No chart: several runs share a learning rate (the sweep varies more than it)._")
+    else:
+        lines.append(_xychart(sweep_id, points))
+    return "\n".join(lines)
+
+
+def _xychart(title: str, points: list[tuple[float, float, float]]) -> str:
+    """A Mermaid xychart-beta: learning rate (categories, in order) on x, WER % on y, one line
+    for domain and one for heldout."""
+    values = [v for _, domain, heldout in points for v in (domain, heldout)]
+    low, high = max(0, math.floor(min(values)) - 1), math.ceil(max(values)) + 1
+    labels = ", ".join(f'"{_lr(lr, fmt=".1e")}"' for lr, _, _ in points)
+    safe = "".join(c for c in title if c.isalnum() or c in "-_.: ")
+    return "\n".join([
+        "```mermaid",
+        "xychart-beta",
+        f'    title "{safe}: WER % at the tuned step (domain, heldout)"',
+        f'    x-axis "learning rate" [{labels}]',
+        f'    y-axis "WER %" {low} --> {high}',
+        f"    line [{', '.join(f'{d:.2f}' for _, d, _ in points)}]",
+        f"    line [{', '.join(f'{h:.2f}' for _, _, h in points)}]",
+        "```",
+    ])
+
+
+def _flat(config: Mapping, prefix: str = "") -> dict[str, object]:
+    """A nested config as {dotted.key: leaf value}."""
+    return dict(_leaves(config, prefix))
+
+
+def _leaves(config: Mapping, prefix: str) -> Iterator[tuple[str, object]]:
+    for key, value in config.items():
+        if isinstance(value, Mapping) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _varied_keys(configs: Sequence[Mapping]) -> list[str]:
+    """The dotted config keys whose values differ between `configs` (sorted; optim.lr first)."""
+    flats = [_flat(c) for c in configs]
+    keys = sorted({key for flat in flats for key in flat}, key=lambda k: (k != "optim.lr", k))
+    return [key for key in keys if len({repr(flat.get(key)) for flat in flats}) > 1]
 
 
 def verdict_sections(runs: Sequence[Run] | ReportData) -> str:
@@ -188,6 +323,7 @@ def interval_tables(runs: Sequence[Run] | ReportData) -> str:
 
 BLOCKS: dict[str, tuple[str, Callable[[ReportData], str]]] = {
     "run-matrix": ("## Run matrix", run_matrix),
+    "sweeps": ("## Sweeps", sweep_sections),
     "verdicts": ("## Verdicts", verdict_sections),
     "intervals": ("## Intervals", interval_tables),
 }
@@ -274,12 +410,17 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _table(headers: list[str], rows: list[list[str]], align: str) -> str:
-    """A GitHub Markdown table of pre-formatted text; `align` has one l/r per column."""
-    cells = [[_cell(value) for value in row] for row in rows]
-    sides = [{"l": "left", "r": "right"}[a] for a in align]
-    return tabulate(
-        cells, headers=headers, tablefmt="github", disable_numparse=True, colalign=sides
-    )
+    """A GitHub Markdown table of pre-formatted text, columns padded to one width; `align` has
+    one l/r per column. (Written by hand: tabulate's type sniffing dominated large reports.)"""
+    grid = [[_cell(value) for value in headers], *([_cell(value) for value in row] for row in rows)]
+    widths = [max(len(row[i]) for row in grid) for i in range(len(headers))]
+    pad = [str.rjust if side == "r" else str.ljust for side in align]
+
+    def line(row: list[str]) -> str:
+        return "| " + " | ".join(pad[i](cell, widths[i]) for i, cell in enumerate(row)) + " |"
+
+    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([line(grid[0]), rule, *map(line, grid[1:])])
 
 
 def _escape(text: object) -> str:
@@ -293,6 +434,8 @@ def _escape(text: object) -> str:
 
 def _cell(text: object) -> str:
     """Cell text that cannot split a Markdown table row or cell: escaped, lines joined by <br>."""
+    if isinstance(text, str) and not _NEEDS_ESCAPE.search(text):
+        return text  # most cells are numbers and names: nothing to escape, one line
     return "<br>".join(_escape(text).splitlines())
 
 
@@ -312,6 +455,11 @@ def _note(run: Run) -> str:
 def _wer_triple(run: Run, tuned: Interval | None, field: str) -> str:
     picks: list[Interval | None] = [run.baseline, tuned, run.final]
     return " / ".join(_pct(getattr(i, field)) if i else MISSING for i in picks)
+
+
+def _lr(lr: float, fmt: str = "g") -> str:
+    """A learning rate, flagged at or above LR_WARNING."""
+    return f"{lr:{fmt}} {LR_FLAG}" if lr >= LR_WARNING else f"{lr:{fmt}}"
 
 
 def _pct(fraction: float | None) -> str:

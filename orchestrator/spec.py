@@ -5,8 +5,10 @@ Everything here is cheap: bad config fails in well under a second, before any mo
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,13 +93,21 @@ def _check(ok: bool, key: str, what: str, fix: str) -> None:
 
 def validate(c: RunConf) -> None:
     o, e, a, t = c.optim, c.eval, c.adapter, c.targets
-    _check(o.lr > 0, "optim.lr", f"learning rate must be > 0, got {o.lr}", "set optim.lr=1e-4")
+    _check(o.lr > 0 and math.isfinite(o.lr), "optim.lr", f"learning rate must be a finite number > 0, got {o.lr}",
+           "set optim.lr=1e-4")
     _check(o.steps > 0, "optim.steps", f"steps must be > 0, got {o.steps}", "set optim.steps=1000")
     _check(o.batch_size > 0, "optim.batch_size", f"must be > 0, got {o.batch_size}", "set optim.batch_size=8")
     _check(o.grad_accum > 0, "optim.grad_accum", f"must be > 0, got {o.grad_accum}", "set optim.grad_accum=1")
     _check(0 <= o.warmup_ratio < 1, "optim.warmup_ratio",
            f"warmup must be shorter than the run, got ratio {o.warmup_ratio}", "use a ratio in [0, 1), e.g. 0.1")
+    warmup = int(round(o.steps * o.warmup_ratio)) if 0 <= o.warmup_ratio < 1 else 0
+    _check(warmup == 0 or warmup < o.steps, "optim.warmup_ratio",
+           f"warmup ({warmup} steps) must be shorter than the run (optim.steps={o.steps})",
+           "lower optim.warmup_ratio (e.g. 0.1) or raise optim.steps")
     _check(o.schedule == "linear", "optim.schedule", f"unknown schedule {o.schedule!r}", "use optim.schedule=linear")
+    _check(o.weight_decay >= 0 and math.isfinite(o.weight_decay), "optim.weight_decay",
+           f"must be a finite number >= 0, got {o.weight_decay}", "set optim.weight_decay=0.0")
+    _check(-(2 ** 63) <= o.seed < 2 ** 63, "optim.seed", f"seed {o.seed} does not fit in 64 bits", "set optim.seed=42")
     _check(o.grad_clip > 0, "optim.grad_clip", f"must be > 0, got {o.grad_clip}", "set optim.grad_clip=1.0")
     _check(0 < e.interval <= o.steps, "eval.interval",
            f"interval {e.interval} must be between 1 and optim.steps ({o.steps})",
@@ -105,6 +115,8 @@ def validate(c: RunConf) -> None:
     _check(e.batch_size > 0, "eval.batch_size", f"must be > 0, got {e.batch_size}", "set eval.batch_size=16")
     _check(a.kind in ADAPTER_KINDS, "adapter.kind", f"unknown adapter kind {a.kind!r}", "use adapter=lora or adapter=dora")
     _check(a.r > 0, "adapter.r", f"rank must be > 0, got {a.r}", "set adapter.r=8")
+    _check(a.alpha > 0, "adapter.alpha", f"must be > 0 (it scales the adapter's update), got {a.alpha}",
+           "set adapter.alpha=16")
     _check(0 <= a.dropout < 1, "adapter.dropout", f"must be in [0, 1), got {a.dropout}", "set adapter.dropout=0.05")
     _check(t.on_unsupported in ("refuse", "skip"), "targets.on_unsupported",
            f"must be 'refuse' or 'skip', got {t.on_unsupported!r}", "set targets.on_unsupported=refuse")
@@ -119,7 +131,26 @@ def validate(c: RunConf) -> None:
     _check(c.data.on_silent in ("skip", "refuse"), "data.on_silent",
            f"must be 'skip' or 'refuse', got {c.data.on_silent!r}", "set data.on_silent=skip")
     _check(c.data.sample_rate > 0, "data.sample_rate", "must be > 0", "set data.sample_rate=16000")
+    _check(c.data.rms_target >= 0 and math.isfinite(c.data.rms_target), "data.rms_target",
+           f"must be a finite number >= 0 (0: no normalisation), got {c.data.rms_target}", "set data.rms_target=0.075")
+    _check(c.model.tokens_per_second > 0 and math.isfinite(c.model.tokens_per_second), "model.tokens_per_second",
+           f"must be a finite number > 0, got {c.model.tokens_per_second}", "set model.tokens_per_second=6.5")
     _check(c.device in DEVICES, "device", f"unknown device {c.device!r}", "use device=auto, cpu or cuda")
+
+
+def check_known_keys(node: DictConfig, prefix: str = "") -> None:
+    """Refuse a key the schema does not declare. Hydra refuses `optim.lrr=1`, but `+optim.lrr=1`
+    (or a key in an experiment file) is appended and OmegaConf.to_object would drop it silently."""
+    schema = OmegaConf.get_type(node)
+    known = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
+    for key, value in node.items_ex(resolve=False):
+        if known is not None and key not in known:
+            near = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {prefix}{near[0]}? " if near else ""
+            raise ConfigError(f"unknown config key '{prefix}{key}'", where=f"{prefix}{key}",
+                              fix=f"{hint}known keys{' of ' + prefix.rstrip('.') if prefix else ''}: {', '.join(known)}")
+        if isinstance(value, DictConfig):
+            check_known_keys(value, f"{prefix}{key}.")
 
 
 def _content(path: str) -> str:
@@ -142,6 +173,7 @@ def identity_hash(config: dict[str, Any]) -> str:
 
 def build_spec(cfg: DictConfig, experiment: str | None = None) -> RunSpec:
     """Validate a composed config and freeze it. `experiment` defaults to cfg.experiment."""
+    check_known_keys(cfg)
     conf: RunConf = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     validate(conf)
     config = OmegaConf.to_container(cfg, resolve=True)

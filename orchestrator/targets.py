@@ -20,8 +20,25 @@ COMPONENTS = ("frontend", "encoder", "adapter", "decoder", "head")
 ABBREV = {"frontend": "fe", "encoder": "enc", "adapter": "bridge", "decoder": "dec", "head": "head"}
 QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
 KINDS = (*QKVO, "self_attn", "cross_attn", "attn", "mlp", "linear", "embedding", "bridge", "all")
-SUPPORTED = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # what PEFT LoRA/DoRA wraps
+SUPPORTED = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # what PEFT LoRA wraps
+# What PEFT (>= 0.17) implements DoRA for: tests/test_targets.py checks this against the installed
+# PEFT (LoraConfig's docstring, "DoRA only supports linear and Conv2D layers", is out of date).
+# nn.MultiheadAttention, which PEFT's LoRA can wrap, is one DoRA refuses.
+DORA_SUPPORTED = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 ADAPTER_MODULES = ("model.decoder.pos_emb", "model.decoder.proj")  # the paper's encoder->decoder bridge
+
+
+def unsupported_reason(module: nn.Module, supported: tuple[type, ...] = SUPPORTED) -> str | None:
+    """Why PEFT cannot adapt `module` (None: it can). A subclass of a supported type that
+    overrides `forward` is refused too: PEFT's layer calls it as its base layer but adds its own
+    update as if it were the plain type, so e.g. Moonshine v2's causal Conv1d (which pads and
+    returns `(x, mask)`) would break at the first forward."""
+    base = next((t for t in supported if isinstance(module, t)), None)
+    if base is None:
+        return f"is {type(module).__name__}"
+    if type(module).forward is not base.forward:
+        return f"is {type(module).__name__}, a {base.__name__} with its own forward"
+    return None
 
 
 def component_of(name: str) -> str | None:
@@ -160,12 +177,13 @@ def resolve(model: nn.Module, spec: TargetsConf) -> Resolution:
     for name, (module, component) in picked.items():
         entry = TargetModule(name, component or "other", type(module).__name__,
                              sum(p.numel() for p in module.parameters(recurse=False)))
-        if isinstance(module, SUPPORTED):
+        reason = unsupported_reason(module)
+        if reason is None:
             modules.append(entry)
         elif spec.on_unsupported == "skip":
             skipped.append(entry)
         else:
-            raise TargetError(f"{name} is {entry.type_name} on this model; PEFT cannot put an adapter on it",
+            raise TargetError(f"{name} {reason} on this model; PEFT cannot put an adapter on it",
                               where="targets",
                               fix="drop it from the spec, or set targets.on_unsupported=skip to record and skip it")
     if not modules:

@@ -12,6 +12,7 @@ import itertools
 import logging
 import math
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +23,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from orchestrator import adapter as adapters
-from orchestrator import checkpoint, modeling, targets
-from orchestrator.artifacts import save_adapter
-from orchestrator.batching import AudioBank, model_inputs, train_batches
+from orchestrator import checkpoint, liveness, modeling, targets
+from orchestrator.artifacts import check_output_dir, save_adapter, write_text_atomic
+from orchestrator.audio_cache import cache_dir
+from orchestrator.batching import AudioBank, model_inputs, training_stream
 from orchestrator.errors import OrchestratorError
 from orchestrator.evaluate import EvalResult, evaluate
-from orchestrator.manifest import Filtered, filter_by_duration, read_manifest
+from orchestrator.manifest import Filtered, load_splits as read_splits, overlap
 from orchestrator.registry import Store
 from orchestrator.spec import RunSpec
 from orchestrator.verdicts import select_best, target_report
@@ -44,19 +46,31 @@ class Splits:
 
     def stats(self) -> dict:
         parts = {"train": self.train, "domain": self.domain, "heldout": self.heldout, "replay": self.replay}
-        return {name: {"utterances": len(part.kept), "dropped_too_long": part.dropped_too_long}
-                for name, part in parts.items() if part is not None}
+        return {name: part.counts() for name, part in parts.items() if part is not None}
 
 
 def load_splits(spec: RunSpec) -> Splits:
-    parts = {name: filter_by_duration(read_manifest(path), spec.data.max_seconds)
-             for name, path in spec.manifests.items()}
-    for path, part in zip(spec.manifests.values(), parts.values()):
+    """Every manifest read and its audio decoded once (manifest.load_splits), before the registry
+    gets a row: bad input is refused naming its line; what is dropped or converted is counted
+    and logged (and kept in the run's data_stats)."""
+    d = spec.data
+    parts = read_splits(spec.manifests, d)
+    for name, path in spec.manifests.items():
+        part = parts[name]
         if part.dropped_too_long:
-            log.warning("%s: dropped %d utterances over max_seconds=%s", path, part.dropped_too_long, spec.data.max_seconds)
-        if not part.kept:
-            raise OrchestratorError(f"no utterance is shorter than data.max_seconds={spec.data.max_seconds}",
-                                    where=path, fix="raise data.max_seconds or use shorter audio")
+            log.warning("%s: dropped %d utterances over max_seconds=%s", path, part.dropped_too_long, d.max_seconds)
+        if part.skipped_silent:
+            log.warning("%s: skipped %d all-silent utterances (data.on_silent=skip)", path, part.skipped_silent)
+        if part.resampled or part.downmixed:
+            log.warning("%s: %d utterances resampled to %d Hz, %d down-mixed to mono", path, part.resampled,
+                        d.sample_rate, part.downmixed)
+    for name in ("domain", "heldout"):
+        shared = overlap(parts["train"], parts[name])
+        if shared:
+            log.warning("%s (%s): %d of %d utterances are also in the training manifest (same audio) and %d more "
+                        "share a transcript with it; their WER flatters the model (fix: rebuild it with "
+                        "`orchestrator manifest expand --exclude %s`)", spec.manifests[name], name,
+                        shared.same_audio, shared.total, shared.same_text, spec.manifests["train"])
     return Splits(**parts)
 
 
@@ -67,18 +81,6 @@ def git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def check_output_dir(path: str) -> None:
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise OrchestratorError(f"output folder is not writable ({exc.strerror})", where=f"output_dir={path}",
-                                fix="choose a writable folder: output_dir=/path/to/outputs") from None
 
 
 @contextlib.contextmanager
@@ -118,13 +120,15 @@ def previous_run(spec: RunSpec, store: Store):
     return None
 
 
-def run(spec: RunSpec, store: Store, *, progress: bool = True, sweep_id: str | None = None) -> str:
+def run(spec: RunSpec, store: Store, *, progress: bool = True, sweep_id: str | None = None,
+        resume=None) -> str:
     """Train and evaluate one run, then check parity of its best adapter; returns its registry id.
 
     An identical configuration (same identity hash) that already finished is skipped; one that was
-    interrupted or killed resumes from its last checkpoint; `rerun=true` forces a new run."""
+    interrupted or killed resumes from its last checkpoint; `rerun=true` forces a new run.
+    `resume`: the registry Run to continue (checked by orchestrator.resume), instead of looking one up."""
     check_output_dir(spec.output_dir)
-    previous = previous_run(spec, store)
+    previous = resume if resume is not None else previous_run(spec, store)
     if previous is not None and previous.status == "completed":
         log.info("skipped: identical to run %s, which completed (rerun=true runs it again)", previous.id)
         return previous.id
@@ -156,7 +160,7 @@ def _run_in(spec: RunSpec, store: Store, run_id: str, peft_model, processor, spl
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(run_dir), logging_redirect_tqdm():
-            OmegaConf.save(OmegaConf.create(spec.config), run_dir / "config.yaml")
+            write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(spec.config)))
             _train(spec, store, run_id, run_dir, peft_model, processor, splits, device, progress)
             check_parity(spec, store, run_id, run_dir)
     except KeyboardInterrupt:
@@ -167,6 +171,18 @@ def _run_in(spec: RunSpec, store: Store, run_id: str, peft_model, processor, spl
         raise
     store.finish_run(run_id, "completed")
     return run_id
+
+
+def _checkpoint_on_interrupt(run_dir: Path, step: int, saved: bool, **state) -> None:
+    """After a Ctrl-C held to the end of `step`: checkpoint (unless the interval just did), then stop."""
+    if not saved:
+        try:
+            checkpoint.save(run_dir, step=step, **state)
+        except OrchestratorError as exc:  # still resumable, from the last interval's checkpoint
+            log.warning("Ctrl-C: %s; the run resumes from its last interval", exc)
+        else:
+            log.warning("Ctrl-C: checkpoint of step %d saved; run the same command again to resume", step)
+    raise KeyboardInterrupt
 
 
 def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path) -> None:
@@ -190,17 +206,24 @@ def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path) -> Non
 def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, processor, splits: Splits,
            device: torch.device, progress: bool) -> None:
     o = spec.optim
-    bank = AudioBank(spec.data)
+    known = {path: digest for part in (splits.train, splits.domain, splits.heldout, splits.replay)
+             if part is not None for path, digest in part.sha256.items()}  # hashed by load_split already
+    bank = AudioBank(spec.data, cache_dir=cache_dir(spec.output_dir), digests=known)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, spec.warmup_steps, o.steps)
     eval_steps = set(spec.eval_steps)
-    start, consumed = 0, 0
-    if checkpoint.exists(run_dir):  # resuming: continue exactly where the last interval left off
+    start, consumed, resumed_losses = 0, 0, ()
+    if checkpoint.exists(run_dir):  # resuming: continue exactly where the last checkpoint left off
         state = checkpoint.load(run_dir, model=model, optimizer=optimizer, scheduler=scheduler)
-        start, consumed = state.step, state.batches_consumed
+        start, consumed, resumed_losses = state.step, state.batches_consumed, state.interval_losses
         log.info("resuming %s from step %d", run_id, start)
-    batches = itertools.islice(train_batches(splits.train.kept, o.batch_size, o.seed), consumed, None)
+    replay = splits.replay.kept if splits.replay is not None else ()
+    stream = training_stream(splits.train.kept, o.batch_size, o.seed, bucketing=spec.data.bucketing,
+                             replay=replay, replay_fraction=spec.data.replay_fraction)
+    batches = itertools.islice(stream, consumed, None)  # a pure function of data + seed: resume is exact
+    for part in (splits.train.kept, replay):  # decoded once into the disk cache, one entry per manifest
+        bank.prepare(u.audio_filepath for u in part)
 
     def evaluate_interval(step: int, lr: float, train_loss: float | None) -> None:
         kw = dict(batch_size=spec.eval.batch_size, tokens_per_second=spec.model.tokens_per_second,
@@ -223,30 +246,42 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
 
     if start == 0:
         evaluate_interval(0, scheduler.get_last_lr()[0], None)
-    losses: list[float] = []
+    losses: list[float] = list(resumed_losses)  # since the last evaluation (kept by a Ctrl-C checkpoint)
     bar = tqdm(range(start + 1, o.steps + 1), desc=f"train {run_id}", unit="step", initial=start,
                total=o.steps, disable=not progress)
+    beat = time.monotonic()
+    guard = checkpoint.InterruptGuard()  # Ctrl-C inside a step: finish it, checkpoint, stop
     for step in bar:
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        for _ in range(o.grad_accum):
-            loss = model(**model_inputs(processor, bank, next(batches), device)).loss / o.grad_accum
-            consumed += 1
-            loss.backward()
-            step_loss += loss.item()
-        if not math.isfinite(step_loss):
-            raise OrchestratorError(f"non-finite loss at step {step}", where=f"run {run_id}",
-                                    fix="lower optim.lr or check the training audio")
-        torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        losses.append(step_loss)
+        with guard, guard.step():
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for _ in range(o.grad_accum):
+                loss = model(**model_inputs(processor, bank, next(batches), device)).loss / o.grad_accum
+                consumed += 1
+                loss.backward()
+                step_loss += loss.item()
+            if not math.isfinite(step_loss):
+                raise OrchestratorError(f"non-finite loss at step {step}", where=f"run {run_id}",
+                                        fix="lower optim.lr or check the training audio")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, o.grad_clip))
+            if not math.isfinite(grad_norm):  # a finite loss with inf/NaN gradients would poison the weights
+                raise OrchestratorError(f"non-finite gradients at step {step} (loss {step_loss:.4g})",
+                                        where=f"run {run_id}", fix="lower optim.lr or check the training audio")
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            losses.append(step_loss)
         bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
+        if time.monotonic() - beat >= liveness.HEARTBEAT_EVERY_S:  # alive, for `runs` on other hosts
+            store.heartbeat(run_id)
+            beat = time.monotonic()
         if step in eval_steps:
             evaluate_interval(step, lr, sum(losses) / len(losses))
             losses.clear()
+        if guard.requested:
+            _checkpoint_on_interrupt(run_dir, step, step in eval_steps, model=model, optimizer=optimizer,
+                                     scheduler=scheduler, batches_consumed=consumed, interval_losses=losses)
     digest = save_adapter(model, run_dir / "lora_adapter_last")
     store.add_artifact(run_id, kind="lora_adapter_last", path=str(run_dir / "lora_adapter_last"),
                        sha256=digest, step=o.steps)

@@ -48,6 +48,7 @@ BEST_ADAPTER = "lora_adapter_best"
 PARITY = "parity"
 EPS = 1e-9  # points: WER arithmetic noise, so 4.92 - 4.72 counts as 0.2
 NO_UTTERANCES = "point estimate, no per-utterance data"
+LR_WARNING = 2e-4  # the seeds saw catastrophic forgetting at and above this learning rate (plan, report flag it)
 TITLES = {
     "domain_reduction": "Domain WER reduction",
     "heldout_regression": "Heldout WER regression",

@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Set up a fresh machine: Debian's espeak-ng + sox (speech for tests and the demo), a virtual
-# environment in .venv, and the project with its test extras. Safe to run again.
+# Set up a fresh machine: Debian's espeak-ng + sox (speech for tests and the demo) and postgresql
+# (the tests start a throwaway server from its initdb/pg_ctl to run the registry tests against
+# PostgreSQL too), a virtual environment in .venv, and the project with its test extras.
+# Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
+packages=()
+command -v espeak-ng >/dev/null || packages+=(espeak-ng)
+command -v sox >/dev/null || packages+=(sox)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || packages+=(postgresql)
+if [ "${#packages[@]}" -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng sox >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # torch is pinned to 2.13.0 in pyproject.toml: that exact version is the local CPU wheel.
 .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import orchestrator.cli, torch, transformers, peft" || { echo "setup: install failed" >&2; exit 1; }
+.venv/bin/python -c "import orchestrator.cli, torch, transformers, peft, psycopg, hydra_plugins.hydra_joblib_launcher, hydra_plugins.hydra_submitit_launcher" \
+  || { echo "setup: install failed" >&2; exit 1; }
 echo "setup: ready (.venv)"

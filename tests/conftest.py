@@ -1,9 +1,17 @@
 """Session fixtures: real espeak-ng speech and a real tiny Moonshine v2 checkpoint, built once."""
 from __future__ import annotations
 
+import glob
 import os
+import pwd
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,3 +51,80 @@ def cli(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+# --- a throwaway PostgreSQL server, for the registry tests parametrized over both backends ---
+
+class PostgresServer:
+    """A real PostgreSQL cluster in a temp folder, on 127.0.0.1 at a free port (trust auth)."""
+
+    def __init__(self, bindir: Path, base: Path, port: int, as_user: list[str]):
+        self.bindir, self.base, self.port, self.as_user = bindir, base, port, as_user
+
+    def _run(self, tool: str, *args: str) -> None:
+        proc = subprocess.run([*self.as_user, str(self.bindir / tool), *args], capture_output=True,
+                              text=True, timeout=120, cwd=self.base)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{tool} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+
+    def new_database(self) -> str:
+        """A fresh, empty database; returns its SQLAlchemy URL (psycopg 3 driver)."""
+        name = f"registry_{uuid.uuid4().hex[:12]}"
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """Start a PostgreSQL cluster for the session (initdb + pg_ctl of Debian's postgresql) and
+    tear it down after. Missing binaries fail the test: scripts/setup.sh installs them."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                   key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    if not found:
+        pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql/*/bin: "
+                    "run scripts/setup.sh (it installs Debian's postgresql package)", pytrace=False)
+    bindir = Path(found[-1]).parent
+    base = Path(tempfile.mkdtemp(prefix="orchestrator-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as the `postgres` system user
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail("no `postgres` system user to run the test server as: run scripts/setup.sh", pytrace=False)
+        os.chown(base, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    server = PostgresServer(bindir, base, port, as_user)
+    data = base / "data"
+    server._run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-locale")
+    options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c synchronous_commit=off "
+               "-c full_page_writes=off -c max_connections=200")
+    def interrupted(signum, frame):  # `timeout` sends SIGTERM: unwind, so the server is stopped below
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        server._run("pg_ctl", "-D", str(data), "-l", str(base / "server.log"), "-w", "-t", "60", "-o", options, "start")
+        yield server
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def registry_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh registry URL on `backend`: a SQLite file under tmp_path or a new PostgreSQL database."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    return request.getfixturevalue("postgres").new_database()
+

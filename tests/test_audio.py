@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from orchestrator.audio import audio_info, load_audio
+from orchestrator.audio import audio_info, inspect_audio, load_audio
 from orchestrator.errors import AudioError
 from orchestrator.synth import synthesize
 
@@ -96,9 +96,11 @@ def test_nan_in_one_stereo_channel_rejected(tmp_path: Path) -> None:
 def test_zero_byte_file_rejected(tmp_path: Path) -> None:
     path = tmp_path / "empty.wav"
     path.write_bytes(b"")
-    assert "cannot decode" in _error(path).what
-    with pytest.raises(AudioError, match="cannot read audio header"):
+    assert "cannot decode audio: the file is empty (0 bytes)" in _error(path).what
+    with pytest.raises(AudioError, match=r"empty \(0 bytes\)"):
         audio_info(path)
+    with pytest.raises(AudioError, match=r"empty \(0 bytes\)"):
+        inspect_audio(path)
 
 
 def test_header_only_wav_rejected(tmp_path: Path) -> None:
@@ -135,3 +137,46 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
     assert "directory" in _error(tmp_path).what
     with pytest.raises(AudioError, match="not found"):
         audio_info(tmp_path / "nope.wav")
+
+
+def test_truncated_header_names_libsndfile_reason_without_repeating_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "cut.wav"
+    sf.write(path, _sine(0.5, 16000), 16000)
+    path.write_bytes(path.read_bytes()[:20])  # RIFF header cut inside the fmt chunk
+    with pytest.raises(AudioError) as info:
+        inspect_audio(path)
+    assert info.value.what.startswith("cannot read audio header (") and str(path) not in info.value.what
+
+
+def test_overflowing_float_samples_are_refused_not_normalised_to_zero(tmp_path: Path) -> None:
+    path = tmp_path / "huge.wav"
+    sf.write(path, np.full(1600, 3e38, dtype=np.float32), 16000, subtype="FLOAT")
+    assert "out of range" in _error(path).what
+    with pytest.raises(AudioError, match="out of range"):
+        inspect_audio(path)
+
+
+def test_inspect_reports_native_format_silence_and_content_hash(tmp_path: Path) -> None:
+    import hashlib
+
+    stereo = tmp_path / "stereo.wav"
+    x = _sine(0.5, 44100)
+    sf.write(stereo, np.stack([x, x], axis=1), 44100, subtype="PCM_16")
+    facts = inspect_audio(stereo)
+    assert (facts.sample_rate, facts.channels, facts.frames) == (44100, 2, 22050)
+    assert facts.duration == 0.5 and facts.rms > 0.3
+    assert facts.sha256 == hashlib.sha256(stereo.read_bytes()).hexdigest()
+
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(8000, dtype=np.float32), 16000)
+    assert inspect_audio(silent).rms == 0.0  # reported, not raised: the caller's policy decides
+    cancel = tmp_path / "cancel.wav"
+    sf.write(cancel, np.stack([x, -x], axis=1), 44100, subtype="FLOAT")
+    assert inspect_audio(cancel).rms == 0.0  # silent after the down-mix, as load_audio sees it
+
+
+def test_load_audio_output_is_unchanged_by_the_refactor(speech_wav: Path, tmp_path: Path) -> None:
+    """The audio cache keys entries on load_audio's output: mono and stereo decode as before."""
+    data, rate = sf.read(speech_wav, dtype="float32")
+    expected = data * np.float32(0.075 / float(np.sqrt(np.dot(data, data) / data.size)))
+    np.testing.assert_array_equal(load_audio(speech_wav), expected)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import shutil
 
-
 import pytest
 
 from orchestrator import train
@@ -49,8 +48,12 @@ def _interval(run, step: int):
 def test_cli_eval_prints_the_registry_wer_of_the_best_adapter(trained, speech):
     run, run_dir = trained
     best = _artifact(run, "lora_adapter_best")
+    cache = run_dir.parent / ".audio_cache"
+    entries = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     proc = cli("eval", "--adapter", str(run_dir / "lora_adapter_best"), "--manifest", str(speech["domain"]),
                "--json", check=True)
+    # the audio came from the run's own cache entry: nothing decoded, written or added
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == entries and len(entries) == 6
     out = json.loads(proc.stdout)
     recorded = _interval(run, best.step)
     assert out["wer"] == recorded.domain_wer and out["eval_loss"] == recorded.eval_loss
@@ -80,6 +83,7 @@ def test_trained_adapter_reproduces_both_manifests_bit_for_bit(trained, speech):
     assert recorded.eval_loss != _interval(run, 0).eval_loss  # the weights did move
     loaded = load_adapter(run_dir / "lora_adapter_last")
     assert loaded.run_config == run_dir / "config.yaml" and loaded.model.tokens_per_second == 20
+    assert loaded.audio_cache == run_dir.parent / ".audio_cache"
     assert loaded.eval.batch_size == 8 and loaded.data.max_seconds == 20  # the run's, not the schema's 16
     domain = evaluate_manifest(loaded, speech["domain"], progress=False)
     heldout = evaluate_manifest(loaded, speech["heldout"], progress=False)
@@ -110,3 +114,4 @@ def test_model_override_and_adapter_without_run_config(trained, tiny_checkpoint,
     alone = shutil.copytree(run_dir / "lora_adapter_best", tmp_path / "somewhere" / "adapter")
     loaded = load_adapter(alone)
     assert loaded.run_config is None and loaded.model.id == str(tiny_checkpoint) and loaded.data == DataConf()
+    assert loaded.audio_cache is None  # no run folder: decoded in memory

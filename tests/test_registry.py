@@ -1,12 +1,15 @@
-"""The run registry on real SQLite files: durability, upserts, errors, schema, migration,
-listing, per-utterance results, checks, annotations and external runs."""
+"""The run registry on real SQLite files and a real PostgreSQL server (every test taking `url`
+or `store` runs on both): durability, upserts, errors, schema, migration, listing,
+per-utterance results, checks, annotations, external runs and liveness."""
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,8 +25,11 @@ from sqlalchemy.exc import IntegrityError
 from orchestrator.errors import RegistryError
 from orchestrator.evaluate import UtteranceResult
 from orchestrator.registry import Interval, Run, Store, UtteranceRow
+from orchestrator.registry import store as store_module
 from orchestrator.registry.models import Base
 from orchestrator.registry.store import MIGRATIONS
+
+from conftest import BACKENDS, registry_url
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FIELDS = dict(
@@ -40,9 +46,9 @@ RUN_FIELDS = dict(
 )
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'registry.db'}"
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return registry_url(request.param, request, tmp_path)
 
 
 @pytest.fixture
@@ -168,6 +174,15 @@ def test_unopenable_url_is_a_one_line_registry_error() -> None:
     assert "\n" not in message
     assert url in message
     assert "create the directory /nonexistent_dir" in message
+
+
+def test_unreachable_postgresql_is_a_one_line_registry_error() -> None:
+    url = "postgresql+psycopg://orchestrator:secret@127.0.0.1:1/registry"  # nothing listens on port 1
+    with pytest.raises(RegistryError) as error:
+        Store(url)
+    message = str(error.value)
+    assert "\n" not in message and "secret" not in message and "127.0.0.1:1/registry" in message
+    assert "check that the database server is reachable" in message
 
 
 def test_database_at_an_unknown_revision_is_refused(url: str) -> None:
@@ -391,7 +406,7 @@ def test_an_0001_database_is_upgraded_in_place_keeping_its_rows(url: str) -> Non
         connection.execute(text(
             "INSERT INTO runs (id, experiment, status, config, config_hash, model_id, targets, target_summary,"
             " lr, steps, dora, git_commit, data_stats, started_at) VALUES ('old-1', 'exp_old', 'completed',"
-            " '{\"a\": 1}', 'h', 'm', '[\"q\"]', 'q (1)', 0.0001, 10, 0, NULL, '{}', '2025-01-01 00:00:00')"))
+            " '{\"a\": 1}', 'h', 'm', '[\"q\"]', 'q (1)', 0.0001, 10, false, NULL, '{}', '2025-01-01 00:00:00')"))
         for step, wer in ((0, 0.3), (10, 0.2)):
             connection.execute(text("INSERT INTO intervals (run_id, step, domain_wer, created_at) "
                                     f"VALUES ('old-1', {step}, {wer}, '2025-01-01 00:00:00')"))
@@ -411,6 +426,53 @@ def test_an_0001_database_is_upgraded_in_place_keeping_its_rows(url: str) -> Non
         False, {}, None, None, ())
     engine = create_engine(url)
     with engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_revision() == "0002"
+        assert MigrationContext.configure(connection).get_current_revision() == "0003"
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     engine.dispose()
+
+
+# --- 0003: liveness columns; transient conflicts ---------------------------------------------
+
+def test_heartbeat_records_this_process(store: Store) -> None:
+    run = store.create_run(**RUN_FIELDS)
+    assert run.host == socket.gethostname() and run.pid == os.getpid() and run.heartbeat_at == run.started_at
+    store.heartbeat(run.id)
+    beaten = store.get_run(run.id)
+    assert beaten.heartbeat_at > run.heartbeat_at and (beaten.host, beaten.pid) == (run.host, run.pid)
+    assert json.loads(json.dumps(beaten.as_dict()))["heartbeat_at"] == beaten.heartbeat_at.isoformat()
+    with pytest.raises(RegistryError, match="no run 'nope'"):
+        store.heartbeat("nope")
+    store.finish_run(run.id, "interrupted", "killed")
+    store.reopen(run.id)
+    again = store.get_run(run.id)
+    assert (again.status, again.failure_reason, again.ended_at) == ("running", None, None)
+    assert again.heartbeat_at >= beaten.heartbeat_at
+    assert store.list_runs(sweep_id="none-such") == [] and len(store.list_runs()) == 1
+
+
+def test_a_locked_sqlite_write_is_retried_until_the_lock_is_free(tmp_path: Path, monkeypatch) -> None:
+    """With no busy wait at all, a write that meets another process's write lock fails with
+    "database is locked"; the store rolls back and runs the whole transaction again."""
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    Store(url).close()
+    pragmas = tuple(p for p in store_module.SQLITE_PRAGMAS if not p.startswith("busy_timeout")) + ("busy_timeout = 0",)
+    monkeypatch.setattr(store_module, "SQLITE_PRAGMAS", pragmas)
+    store = Store(url)
+    run = store.create_run(**RUN_FIELDS)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent("""
+            import sqlite3, sys, time
+            db = sqlite3.connect(sys.argv[1], isolation_level=None)
+            db.execute("BEGIN IMMEDIATE")
+            print("locked", flush=True)
+            time.sleep(1.0)
+            db.execute("COMMIT")
+            """), str(tmp_path / "registry.db")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    started = time.monotonic()
+    store.add_interval(run.id, step=0, domain_wer=0.5)
+    waited = time.monotonic() - started
+    holder.wait(timeout=30)
+    assert [i.step for i in store.get_run(run.id).intervals] == [0]
+    assert waited > 0.5  # it really met the lock, and got through after it was released
+    store.close()

@@ -16,7 +16,7 @@ from conftest import cli
 from orchestrator.errors import OrchestratorError
 from orchestrator.registry import Interval, Run, Store
 from orchestrator.paths import declared_experiments
-from orchestrator.report import (collect, interval_tables, run_matrix,
+from orchestrator.report import (collect, interval_tables, run_matrix, sweep_sections,
                                  update_experiments_md, verdict_sections)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,12 +110,14 @@ def test_pipe_and_newline_in_cells_do_not_break_the_table() -> None:
 
 def test_user_text_cannot_break_tables_or_inject_html(tmp_path: Path) -> None:
     run = make_run(NASTY, experiment=NASTY, model_id=NASTY, target_summary=NASTY, annotation_status="flawed",
-                   annotation_note=NASTY)
+                   annotation_note=NASTY, sweep_id=NASTY, config={"optim": {"lr": 1e-4}})
+    other = make_run("plain-2", sweep_id=NASTY, lr=3e-4, config={"optim": {"lr": 3e-4}})
     path = tmp_path / "EXPERIMENTS.md"
-    update_experiments_md(path, [run, make_run("plain-2")], experiments=[NASTY, "exp_planned"])
+    update_experiments_md(path, [run, other], experiments=[NASTY, "exp_planned"])
     text = path.read_text()
     assert "<script>" not in text and "&lt;script&gt;" in text
-    assert text.count("<!--") == 6  # BEGIN/END of the three blocks, nothing injected
+    assert text.count("<!--") == 8  # BEGIN/END of the four blocks, nothing injected
+    assert "xychart-beta" in text  # the sweep's chart, its title stripped to safe characters
     for table in re.split(r"\n(?!\|)", text):  # each table: consecutive lines starting with "|"
         widths = {len(cells(line)) for line in table.splitlines() if line.startswith("|")}
         assert len(widths) <= 1, table
@@ -141,6 +143,7 @@ EXPERIMENTS = (
     "\nNotes between the blocks, café ✓.\n\n"
     "<!-- BEGIN GENERATED: intervals -->\n<!-- END GENERATED: intervals -->\n"
     "<!-- BEGIN GENERATED: verdicts --><!-- END GENERATED: verdicts -->"
+    "<!-- BEGIN GENERATED: sweeps --><!-- END GENERATED: sweeps -->"
     "Trailing notes without a final newline"
 )
 
@@ -185,7 +188,7 @@ def test_missing_file_is_created_with_title_and_every_block(tmp_path: Path) -> N
     update_experiments_md(path, [])
     text = path.read_text()
     assert text.startswith("# Experiments\n\n")
-    for name in ("run-matrix", "verdicts", "intervals"):
+    for name in ("run-matrix", "sweeps", "verdicts", "intervals"):
         assert f"<!-- BEGIN GENERATED: {name} -->" in text
         assert f"<!-- END GENERATED: {name} -->" in text
 
@@ -223,7 +226,7 @@ def test_a_registry_run_reaches_the_matrix(tmp_path: Path) -> None:
 
     (row,) = matrix_rows(path.read_text())
     assert (row["Run ID"], row["Model"], row["Steps"], row["LR"]) == (
-        "exp_2_5-run", "UsefulSensors/moonshine-tiny", "40", "0.0002")
+        "exp_2_5-run", "UsefulSensors/moonshine-tiny", "40", "0.0002 ⚠")  # flagged: at or above 2e-4
     assert (row["Adapter"], row["Run state"], row["Status"]) == ("DoRA", "finished", "failed")
     assert row["Domain WER (baseline / tuned / final)"] == "25.00 / 12.50 / 13.00"
     assert row["Heldout WER (baseline / tuned / final)"] == "8.00 / 8.25 / 9.00"
@@ -322,4 +325,4 @@ def test_report_imports_no_torch_and_no_training_code() -> None:
     loaded = json.loads(done.stdout)
     assert not [m for m in loaded if m.split(".")[0] in ("torch", "transformers", "peft", "hydra")]
     ours = {m.split(".")[1] for m in loaded if m.startswith("orchestrator.")}
-    assert ours <= {"errors", "registry", "report", "verdicts", "stats", "artifacts"}
+    assert ours <= {"errors", "registry", "report", "verdicts", "stats", "artifacts", "liveness"}

@@ -114,3 +114,72 @@ def test_plan_with_a_proj_spec_fails_in_one_line():
     proc = cli("plan", "+exp=exp_2_5_v2_universal_lora", "targets.patterns=[model\\.decoder\\.proj]", "targets.kinds=[]")
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "model.decoder.proj is Identity" in proc.stderr
+
+
+# --- what PEFT can wrap, for LoRA and for DoRA ---------------------------------------------------
+
+from torch import nn  # noqa: E402
+
+from orchestrator.targets import DORA_SUPPORTED, SUPPORTED, Resolution, TargetModule  # noqa: E402
+
+
+def test_causal_conv_with_its_own_forward_is_refused_or_skipped(streaming_tiny):
+    spec = TargetsConf(components=["frontend"], kinds=["all"])
+    with pytest.raises(TargetError) as err:
+        resolve(streaming_tiny, spec)
+    assert "model.encoder.embedder.conv1 is MoonshineStreamingCausalConv1d, a Conv1d with its own forward" in str(err.value)
+    r = resolve(streaming_tiny, TargetsConf(components=["frontend"], kinds=["all"], on_unsupported="skip"))
+    assert r.names == ["model.encoder.embedder.linear"]
+    assert [m.name for m in r.skipped] == ["model.encoder.embedder.conv1", "model.encoder.embedder.conv2"]
+
+
+class _Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.lin = nn.Embedding(10, 8), nn.Linear(8, 8)
+        self.c1, self.c2, self.c3 = nn.Conv1d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv3d(8, 8, 3, padding=1)
+        self.grouped = nn.Conv1d(8, 8, 3, padding=1, groups=4)
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, ids):
+        x = self.lin(self.emb(ids))
+        y = self.c1(x.transpose(1, 2)) + self.grouped(x.transpose(1, 2))
+        z = self.c2(y[..., None].expand(-1, -1, -1, 2)).mean(-1)
+        w = self.c3(z[..., None, None].expand(-1, -1, -1, 2, 2)).mean((-1, -2))
+        return w.sum() + self.mha(x, x, x)[0].sum()
+
+
+def _resolution(*names: str) -> Resolution:
+    toy = _Toy()
+    return Resolution(TargetsConf(patterns=list(names)),
+                      tuple(TargetModule(n, "other", type(toy.get_submodule(n)).__name__, 0) for n in names))
+
+
+@pytest.mark.parametrize("name", ["emb", "lin", "c1", "c2", "c3"])
+def test_dora_table_matches_the_installed_peft(name):
+    """Every type in DORA_SUPPORTED really gets a DoRA layer that trains (LoraConfig's docstring,
+    "DoRA only supports linear and Conv2D", is out of date)."""
+    toy = _Toy()
+    assert isinstance(toy.get_submodule(name), DORA_SUPPORTED) and isinstance(toy.get_submodule(name), SUPPORTED)
+    peft_model = adapter.attach(toy, AdapterConf(kind="dora", r=4, dropout=0.1), _resolution(name))
+    assert adapter.adapted_modules(peft_model) == [name]
+    peft_model(torch.randint(0, 10, (2, 5))).backward()
+    magnitude = [p for n, p in peft_model.named_parameters() if "lora_magnitude_vector" in n]
+    assert magnitude and all(p.grad is not None for p in magnitude)
+
+
+def test_a_type_peft_dora_refuses_is_refused_by_us_first():
+    from peft import LoraConfig, get_peft_model
+
+    with pytest.raises(ValueError, match="does not support DoRA"):  # PEFT's own refusal, late and generic
+        get_peft_model(_Toy(), LoraConfig(target_modules=["mha"], use_dora=True))
+    assert not isinstance(_Toy().mha, DORA_SUPPORTED)
+    with pytest.raises(TargetError) as err:
+        adapter.attach(_Toy(), AdapterConf(kind="dora"), _resolution("lin", "mha"))
+    assert "adapter=dora cannot adapt mha: it is MultiheadAttention" in str(err.value) and "adapter=lora" in err.value.fix
+
+
+def test_peft_refusals_become_one_target_error():
+    with pytest.raises(TargetError) as err:  # rank 3 on a conv with 4 groups
+        adapter.attach(_Toy(), AdapterConf(kind="lora", r=3), _resolution("grouped"))
+    assert "PEFT refused to put a lora adapter" in str(err.value) and "groups=4" in str(err.value)

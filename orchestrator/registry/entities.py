@@ -116,6 +116,9 @@ class Run:
     annotation_status: str | None = None  # a person's judgment; overrides the derived status
     annotation_note: str | None = None
     sweep_id: str | None = None
+    heartbeat_at: datetime | None = None  # last sign of progress from the training process
+    host: str | None = None  # where that process runs (hostname) and its pid
+    pid: int | None = None
 
     def artifact(self, kind: str) -> Artifact | None:
         """The artifact of `kind` (e.g. "lora_adapter_best"), if the run recorded one."""
@@ -170,4 +173,7 @@ class Run:
             "annotation_status": self.annotation_status,
             "annotation_note": self.annotation_note,
             "sweep_id": self.sweep_id,
+            "heartbeat_at": self.heartbeat_at.isoformat() if self.heartbeat_at else None,
+            "host": self.host,
+            "pid": self.pid,
         }

@@ -52,6 +52,11 @@ class SqlRun(Base):
     annotation_status: Mapped[str | None] = mapped_column(String(32))
     annotation_note: Mapped[str | None] = mapped_column(Text)
     sweep_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    # 0003: liveness. The process training the run (host, pid) and when it last showed progress;
+    # a `running` run whose process is gone is read as interrupted (see orchestrator/liveness.py).
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None]
 
     intervals: Mapped[list[SqlInterval]] = relationship(
         order_by="SqlInterval.step", cascade="all, delete-orphan", passive_deletes=True

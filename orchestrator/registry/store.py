@@ -3,28 +3,43 @@
 Modelled on MLflow's SqlAlchemyStore: one managed-session helper, SQLite pragmas set on
 connect, and the schema owned by alembic (`upgrade head` on open; a database at a revision
 this code does not know is refused).
+
+Under load (parallel sweep points, many writers on one registry): every write is one short
+transaction, retried whole when the database reports a transient conflict (SQLite "database is
+locked" after its busy timeout, PostgreSQL serialization failures and deadlocks). SQLite runs
+in WAL mode; writers take the lock up front (BEGIN IMMEDIATE), readers do not, so the report
+never blocks a run. Migration happens only when the schema is behind, under a lock (SQLite's
+write lock, a PostgreSQL advisory lock): processes opening the same registry never race it.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import json
+import os
+import random
 import re
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select
+from sqlalchemy import (Connection, Engine, create_engine, delete, event, func, insert, select, tuple_,
+                        update)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import RegistryError
 from orchestrator.registry.entities import Artifact, Check, Interval, Run, UtteranceRow
@@ -32,10 +47,20 @@ from orchestrator.registry.models import (Base, SqlArtifact, SqlCheck, SqlInterv
                                           SqlUtteranceResult)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-SQLITE_PRAGMAS = ("busy_timeout = 30000", "foreign_keys = ON", "journal_mode = WAL")
+# WAL with synchronous=NORMAL: a commit survives any crash of the writing process (the WAL is in
+# the OS page cache) and the database stays consistent after a power loss, which may drop the
+# last commits; commits then cost no fsync, so parallel writers are not serialised on the disk.
+SQLITE_PRAGMAS = ("busy_timeout = 30000", "foreign_keys = ON", "journal_mode = WAL", "synchronous = NORMAL")
 SPLITS = ("domain", "heldout")
 UTTERANCE_FIELDS = ("audio_filepath", "reference", "hypothesis", "errors", "ref_words")
 ANNOTATION = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+READ_ONLY = "orchestrator_read_only"  # execution option: a SQLite transaction that takes no write lock
+RETRIES = 8  # attempts of one transaction on a transient conflict (backoff 0.05 s doubling, <= 2 s)
+TRANSIENT_SQLSTATES = ("40001", "40P01")  # PostgreSQL: serialization failure, deadlock detected
+MIGRATION_LOCK = 0x6D6F6F6E73686E65  # PostgreSQL advisory lock held while migrating ("moonshne")
+UTTERANCE_KEYS_PER_QUERY = 2000  # (run, step) pairs per IN: 4,000 bound values, under SQLite's limit
+UPSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}  # dialects with ON CONFLICT
+T = TypeVar("T")
 
 
 class Store:
@@ -54,10 +79,13 @@ class Store:
         self._sessions = sessionmaker(self._engine)
 
     @contextmanager
-    def _session(self) -> Iterator[Session]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
+    def _session(self, *, read_only: bool = False) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises.
+        `read_only`: on SQLite, a plain (deferred) BEGIN that never waits for writers."""
         session = self._sessions()
         try:
+            if read_only:
+                session.connection(execution_options={READ_ONLY: True})
             yield session
             session.commit()
         except BaseException:
@@ -65,6 +93,19 @@ class Store:
             raise
         finally:
             session.close()
+
+    def _transact(self, work: Callable[[Session], T], *, read_only: bool = False) -> T:
+        """Run `work` in one transaction; on a transient conflict roll back and run it again
+        (whole, so it must only touch the database), up to RETRIES times with jittered backoff."""
+        for attempt in range(1, RETRIES + 1):
+            try:
+                with self._session(read_only=read_only) as session:
+                    return work(session)
+            except OperationalError as exc:
+                if attempt == RETRIES or not _transient(exc):
+                    raise
+                time.sleep(min(2.0, 0.05 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")
 
     def create_run(
         self,
@@ -93,7 +134,7 @@ class Store:
         `verdicts.target_report`); both are kept with the run."""
         started_at = _now()
         run_id = run_id or _new_id(experiment, started_at)
-        row = SqlRun(
+        values = dict(
             id=run_id,
             experiment=experiment,
             status="running",
@@ -112,11 +153,18 @@ class Store:
             criteria=criteria,
             target_report=target_report,
             sweep_id=sweep_id,
+            heartbeat_at=started_at,
+            host=socket.gethostname(),
+            pid=os.getpid(),
         )
-        with self._new_run(run_id) as session:
+
+        def insert_run(session: Session) -> Run:
+            row = SqlRun(**values)
             session.add(row)
             session.flush()
             return _to_run(row)
+
+        return self._insert_run(run_id, insert_run)
 
     def record_external(
         self,
@@ -153,7 +201,7 @@ class Store:
         run_id = run_id or _new_id(experiment, now)
         config = {"external": {"experiment": experiment, "model_id": model_id, "steps": steps,
                                "lr": lr, "targets": target_summary, "dora": dora}}
-        row = SqlRun(
+        values = dict(
             id=run_id, experiment=experiment, status="completed", config=config,
             config_hash=hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
             model_id=model_id, targets=[], target_summary=target_summary, lr=lr, steps=steps,
@@ -161,10 +209,13 @@ class Store:
             external=True, criteria=criteria, annotation_status=annotation_status,
             annotation_note=annotation_note,
         )
-        with self._new_run(run_id) as session:
-            session.add(row)
+
+        def insert_run(session: Session) -> None:
+            session.add(SqlRun(**values))
             session.flush()
-            session.add_all(SqlInterval(run_id=run_id, created_at=now, **values) for values in intervals)
+            session.add_all(SqlInterval(run_id=run_id, created_at=now, **point) for point in intervals)
+
+        self._insert_run(run_id, insert_run)
         return self.get_run(run_id)
 
     def add_interval(
@@ -200,8 +251,9 @@ class Store:
             heldout_utts=heldout_utts,
             created_at=_now(),
         )
-        with self._session() as session:
-            self._require(session, run_id)
+
+        def write(session: Session) -> None:
+            # one INSERT .. ON CONFLICT: an unknown run fails its foreign key (reported below)
             _upsert(session, SqlInterval, (run_id, step), run_id=run_id, step=step, **values)
             session.flush()  # the interval row exists before its utterances reference it
             for split in utterances or {}:
@@ -210,6 +262,12 @@ class Store:
                     SqlUtteranceResult.split == split))
             if rows:
                 session.execute(insert(SqlUtteranceResult), rows)
+
+        try:
+            self._transact(write)
+        except IntegrityError:
+            self._transact(lambda session: self._require(session, run_id), read_only=True)
+            raise
 
     def utterances(self, run_id: str, step: int, split: str) -> list[UtteranceRow]:
         """The per-utterance results of `split` at `step`, in manifest order ([] if none)."""
@@ -220,8 +278,8 @@ class Store:
                    SqlUtteranceResult.split == split)
             .order_by(SqlUtteranceResult.idx)
         )
-        with self._session() as session:
-            return [_to_utterance(row) for row in session.scalars(query)]
+        return self._transact(lambda session: [_to_utterance(row) for row in session.scalars(query)],
+                              read_only=True)
 
     def utterance_errors(self, run_id: str, step: int, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(errors, reference words) per utterance of `split` at `step`, in manifest order, as
@@ -233,48 +291,80 @@ class Store:
                    SqlUtteranceResult.split == split)
             .order_by(SqlUtteranceResult.idx)
         )
-        with self._session() as session:
-            pairs = session.execute(query).all()
+        pairs = self._transact(lambda session: session.execute(query).all(), read_only=True)
         table = np.array(pairs, dtype=np.int64).reshape(len(pairs), 2)
         return table[:, 0].copy(), table[:, 1].copy()
 
+    def utterance_errors_many(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]]:
+        """`utterance_errors` for many (run_id, step) at once, every split, in a few set-based
+        queries (chunks of UTTERANCE_KEYS_PER_QUERY keys): {(run_id, step, split): (errors,
+        ref_words)}; keys without stored utterances are absent."""
+        keys = sorted(set(keys))
+        columns = (SqlUtteranceResult.run_id, SqlUtteranceResult.step, SqlUtteranceResult.split,
+                   SqlUtteranceResult.errors, SqlUtteranceResult.ref_words)
+        rows: list[Any] = []
+        for start in range(0, len(keys), UTTERANCE_KEYS_PER_QUERY):
+            chunk = keys[start:start + UTTERANCE_KEYS_PER_QUERY]
+            query = (select(*columns)
+                     .where(tuple_(SqlUtteranceResult.run_id, SqlUtteranceResult.step).in_(chunk))
+                     .order_by(SqlUtteranceResult.run_id, SqlUtteranceResult.step, SqlUtteranceResult.split,
+                               SqlUtteranceResult.idx))
+            rows += self._transact(lambda session: session.execute(query).all(), read_only=True)
+        found: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]] = {}
+        for key, group in itertools.groupby(rows, key=lambda row: (row[0], row[1], row[2])):
+            table = np.array([(row[3], row[4]) for row in group], dtype=np.int64).reshape(-1, 2)
+            found[key] = (table[:, 0].copy(), table[:, 1].copy())
+        return found
+
     def add_check(self, run_id: str, name: str, passed: bool, details: dict[str, Any] | None = None) -> None:
         """Record the outcome of check `name` (e.g. "parity") on a run, replacing an earlier one."""
-        with self._session() as session:
+        values = dict(passed=bool(passed), details=details or {}, created_at=_now())
+
+        def write(session: Session) -> None:
             self._require(session, run_id)
-            values = dict(passed=bool(passed), details=details or {}, created_at=_now())
             _upsert(session, SqlCheck, (run_id, name), run_id=run_id, name=name, **values)
+
+        self._transact(write)
 
     def annotate(self, run_id: str, status: str | None, note: str | None = None) -> None:
         """Record a person's judgment of a run (e.g. "flawed" and why); it overrides the
         derived status in the report. `status=None` removes the annotation."""
         if status is not None:
             _check_annotation(status)
-        with self._session() as session:
+
+        def write(session: Session) -> None:
             row = self._require(session, run_id)
             row.annotation_status = status
             row.annotation_note = note if status is not None else None
+
+        self._transact(write)
 
     def add_artifact(
         self, run_id: str, *, kind: str, path: str, sha256: str, step: int | None = None
     ) -> None:
         """Record the file of `kind` a run produced, replacing an earlier one of that kind."""
-        with self._session() as session:
+        values = dict(path=path, sha256=sha256, step=step, created_at=_now())
+
+        def write(session: Session) -> None:
             self._require(session, run_id)
-            values = dict(path=path, sha256=sha256, step=step, created_at=_now())
             _upsert(session, SqlArtifact, (run_id, kind), run_id=run_id, kind=kind, **values)
+
+        self._transact(write)
 
     def finish_run(self, run_id: str, status: str, reason: str | None = None) -> None:
         """Close a run with its final status (e.g. "finished", "failed") and why."""
-        with self._session() as session:
-            row = self._require(session, run_id)
-            row.status, row.failure_reason, row.ended_at = status, reason, _now()
+        self._update_run(run_id, status=status, failure_reason=reason, ended_at=_now())
 
     def reopen(self, run_id: str) -> None:
-        """Mark a run `running` again (it is being resumed): clears its end time and failure."""
-        with self._session() as session:
-            row = self._require(session, run_id)
-            row.status, row.failure_reason, row.ended_at = "running", None, None
+        """Mark a run `running` again (it is being resumed) by this process: clears its end time
+        and failure, and takes over its heartbeat."""
+        self._update_run(run_id, status="running", failure_reason=None, ended_at=None, **_beat())
+
+    def heartbeat(self, run_id: str) -> None:
+        """Record that this process is alive and training `run_id` (one small UPDATE; the
+        trainer calls it every few seconds at most). A stale heartbeat is how a run left
+        `running` by a process on another host is recognised as interrupted."""
+        self._update_run(run_id, **_beat())
 
     def runs_with_hash(self, config_hash: str) -> list[Run]:
         """Runs made by this tool (not external) with this identity hash, oldest first."""
@@ -282,41 +372,60 @@ class Store:
 
     def get_run(self, run_id: str) -> Run:
         """The run with its intervals and artifacts; RegistryError if there is none."""
-        with self._session() as session:
-            return _to_run(self._require(session, run_id))
+        return self._transact(lambda session: _to_run(self._require(session, run_id)), read_only=True)
 
-    def list_runs(self) -> list[Run]:
-        """All runs, oldest first, with their intervals, artifacts and checks (not the
-        per-utterance results: read those with `utterance_errors` / `utterances`)."""
-        return self._runs()
+    def list_runs(self, *, sweep_id: str | None = None) -> list[Run]:
+        """All runs (or those of `sweep_id`), oldest first, with their intervals, artifacts and
+        checks (not the per-utterance results: read those with `utterance_errors` / `utterances`)."""
+        return self._runs(SqlRun.sweep_id == sweep_id) if sweep_id is not None else self._runs()
 
     def _runs(self, *where: Any) -> list[Run]:
-        query = (
-            select(SqlRun)
-            .where(*where)
-            .options(selectinload(SqlRun.intervals), selectinload(SqlRun.artifacts),
-                     selectinload(SqlRun.checks))
-            .order_by(SqlRun.started_at, SqlRun.id)
-        )
-        with self._session() as session:
-            return [_to_run(row) for row in session.scalars(query)]
+        """The runs matching `where`, oldest first, in four set-based queries (runs, then their
+        intervals, artifacts and checks) read as plain rows: no ORM objects, so a registry of
+        10,000 runs x 50 intervals loads in seconds, not minutes."""
+        chosen = select(SqlRun.id).where(*where)
+
+        def children(session: Session, model: type[Base], order: Any) -> dict[str, list[Any]]:
+            table = model.__table__
+            query = select(table).order_by(table.c.run_id, order)
+            if where:
+                query = query.where(table.c.run_id.in_(chosen))
+            grouped: dict[str, list[Any]] = {}
+            for row in session.execute(query):
+                grouped.setdefault(row.run_id, []).append(row)
+            return grouped
+
+        def load(session: Session) -> list[Run]:
+            runs = session.execute(select(SqlRun.__table__).where(*where).order_by(SqlRun.started_at, SqlRun.id)).all()
+            intervals = children(session, SqlInterval, SqlInterval.step)
+            artifacts = children(session, SqlArtifact, SqlArtifact.kind)
+            checks = children(session, SqlCheck, SqlCheck.name)
+            return [_to_run(row, intervals.get(row.id, ()), artifacts.get(row.id, ()), checks.get(row.id, ()))
+                    for row in runs]
+
+        return self._transact(load, read_only=True)
 
     def close(self) -> None:
         """Release every pooled connection."""
         self._engine.dispose()
 
-    @contextmanager
-    def _new_run(self, run_id: str) -> Iterator[Session]:
-        """A transaction that inserts run `run_id`; an existing id is a RegistryError."""
+    def _insert_run(self, run_id: str, work: Callable[[Session], T]) -> T:
+        """Run `work`, which inserts run `run_id`, in one transaction; an existing id is a
+        RegistryError."""
         try:
-            with self._session() as session:
-                yield session
+            return self._transact(work)
         except IntegrityError as exc:
             if not any(name in str(exc.orig) for name in ("runs.id", "pk_runs")):
                 raise
             raise RegistryError(
                 f"run {run_id!r} already exists", where=_safe_url(self.url), fix="use a new run id"
             ) from None
+
+    def _update_run(self, run_id: str, **values: Any) -> None:
+        """Set columns of one run in one UPDATE; an unknown id is a RegistryError."""
+        statement = update(SqlRun).where(SqlRun.id == run_id).values(**values)
+        if self._transact(lambda session: session.execute(statement).rowcount) == 0:
+            self._transact(lambda session: self._require(session, run_id), read_only=True)
 
     def _require(self, session: Session, run_id: str) -> SqlRun:
         row = session.get(SqlRun, run_id)
@@ -328,15 +437,50 @@ class Store:
             )
         return row
 
+    # --- consistency checks and status repairs (`orchestrator doctor`) ------------------------
+
+    def orphan_counts(self) -> dict[str, int]:
+        """Rows whose parent row is missing, by table: intervals, artifacts and checks without
+        their run, utterance results without their interval. Foreign keys make these impossible
+        in a database this code wrote; a copy edited by hand or with foreign keys off can hold them."""
+        from sqlalchemy import and_, exists
+
+        def count(session: Session) -> dict[str, int]:
+            out = {}
+            for name, table in (("intervals", SqlInterval), ("artifacts", SqlArtifact), ("checks", SqlCheck)):
+                orphan = ~exists().where(SqlRun.id == table.run_id)
+                out[name] = session.scalar(select(func.count()).select_from(table).where(orphan))
+            parent = exists().where(and_(SqlInterval.run_id == SqlUtteranceResult.run_id,
+                                         SqlInterval.step == SqlUtteranceResult.step))
+            out["utterance_results"] = session.scalar(
+                select(func.count()).select_from(SqlUtteranceResult).where(~parent))
+            return out
+
+        return self._transact(count, read_only=True)
+
+    def mark_interrupted(self, run_id: str, note: str, *, seen_heartbeat: datetime | None) -> bool:
+        """`running` -> `interrupted` with `note` as its reason, only if the run is still
+        `running` with the heartbeat the caller saw (a run resumed in the meantime took over the
+        heartbeat and is left alone). Returns whether it changed. Nothing else is touched."""
+        def write(session: Session) -> bool:
+            row = self._require(session, run_id)
+            beat = _utc(row.heartbeat_at) if row.heartbeat_at else None
+            if row.status != "running" or beat != seen_heartbeat:
+                return False
+            row.status, row.failure_reason, row.ended_at = "interrupted", note, _now()
+            return True
+
+        return self._transact(write)
+
 
 def _open(url: str) -> Engine:
     """An engine whose database is at alembic head; nothing left open if that fails."""
-    engine = create_engine(url)
-    if engine.dialect.name == "sqlite":
+    sqlite = make_url(url).get_backend_name() == "sqlite"
+    engine = create_engine(url) if sqlite else create_engine(url, pool_pre_ping=True)
+    if sqlite:
         _configure_sqlite(engine)
     try:
-        with engine.begin() as connection:
-            _migrate(connection, url)
+        _migrate(engine, url)
     except BaseException:
         engine.dispose()
         raise
@@ -344,9 +488,10 @@ def _open(url: str) -> Engine:
 
 
 def _configure_sqlite(engine: Engine) -> None:
-    """Per-connection pragmas, and BEGIN IMMEDIATE so every transaction (migrations
-    included) takes the write lock up front: parallel runs wait (busy_timeout) instead
-    of failing when they upgrade a read to a write, and DDL is transactional."""
+    """Per-connection pragmas, and BEGIN IMMEDIATE so every writing transaction (migrations
+    included) takes the write lock up front: parallel runs wait (busy_timeout) instead of
+    failing when they upgrade a read to a write, and DDL is transactional. Reads (READ_ONLY)
+    begin deferred: under WAL they never wait for a writer."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -358,18 +503,31 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def _migrate(connection: Connection, url: str) -> None:
-    """Bring the schema to alembic head; refuse a revision this code does not know."""
+@functools.lru_cache(maxsize=1)
+def _revisions() -> tuple[frozenset[str], str]:
+    """(every revision this code knows, the head), read once per process."""
+    script = ScriptDirectory.from_config(_alembic_config(""))
+    return frozenset(s.revision for s in script.walk_revisions()), script.get_current_head()
+
+
+def _alembic_config(url: str, connection: Connection | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("path_separator", "os")
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["connection"] = connection
-    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    return config
+
+
+def _current_revision(connection: Connection, url: str) -> str | None:
+    """The database's alembic revision (None: no schema yet); one this code does not know is
+    refused."""
     current = MigrationContext.configure(connection).get_current_revision()
+    known, _ = _revisions()
     if current is not None and current not in known:
         raise RegistryError(
             f"registry database is at schema revision {current!r}, unknown to this "
@@ -377,10 +535,52 @@ def _migrate(connection: Connection, url: str) -> None:
             where=_safe_url(url),
             fix="upgrade moonshine-orchestrator, or point the registry at another database",
         )
-    command.upgrade(config, "head")
+    return current
+
+
+def _migrate(engine: Engine, url: str) -> None:
+    """Bring the schema to alembic head, only if it is behind, under a lock: SQLite's write
+    lock (BEGIN IMMEDIATE), PostgreSQL's transaction-scoped advisory lock. Whoever gets the
+    lock second finds the schema at head and does nothing, so parallel workers opening one
+    registry never race a migration. A revision this code does not know is refused."""
+    _, head = _revisions()
+    with engine.connect().execution_options(**{READ_ONLY: True}) as connection:
+        current = _current_revision(connection, url)
+        connection.rollback()
+    if current == head:
+        return
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+        if _current_revision(connection, url) != head:
+            command.upgrade(_alembic_config(url, connection), "head")
+
+
+def _beat() -> dict[str, Any]:
+    """The liveness columns for "this process, now"."""
+    return {"heartbeat_at": _now(), "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _transient(exc: OperationalError) -> bool:
+    """A conflict that running the same transaction again can resolve."""
+    cause = exc.orig
+    if getattr(cause, "sqlstate", None) in TRANSIENT_SQLSTATES:
+        return True
+    message = str(cause).lower()
+    return "database is locked" in message or "database table is locked" in message or "database is busy" in message
 
 
 def _upsert(session: Session, model: type[Base], key: tuple[Any, ...], **values: Any) -> None:
+    """Insert the row with primary key `key`, or replace its other columns: one INSERT .. ON
+    CONFLICT DO UPDATE on SQLite and PostgreSQL, a read then a write elsewhere."""
+    dialect = session.get_bind().dialect.name
+    if dialect in UPSERT:
+        table = model.__table__
+        statement = UPSERT[dialect](table).values(**values)
+        keys = [c.name for c in table.primary_key.columns]
+        session.execute(statement.on_conflict_do_update(
+            index_elements=keys, set_={name: statement.excluded[name] for name in values if name not in keys}))
+        return
     row = session.get(model, key)
     if row is None:
         session.add(model(**values))
@@ -389,7 +589,13 @@ def _upsert(session: Session, model: type[Base], key: tuple[Any, ...], **values:
             setattr(row, name, value)
 
 
-def _to_run(row: SqlRun) -> Run:
+def _to_run(row: Any, intervals: Sequence[Any] | None = None, artifacts: Sequence[Any] | None = None,
+            checks: Sequence[Any] | None = None) -> Run:
+    """A Run from an ORM SqlRun (children from its relationships) or a plain row of `runs` with
+    its children's rows given."""
+    intervals = row.intervals if intervals is None else intervals
+    artifacts = row.artifacts if artifacts is None else artifacts
+    checks = row.checks if checks is None else checks
     return Run(
         id=row.id,
         experiment=row.experiment,
@@ -407,19 +613,22 @@ def _to_run(row: SqlRun) -> Run:
         started_at=_utc(row.started_at),
         ended_at=_utc(row.ended_at) if row.ended_at else None,
         failure_reason=row.failure_reason,
-        intervals=tuple(_to_interval(i) for i in row.intervals),
-        artifacts=tuple(_to_artifact(a) for a in row.artifacts),
-        checks=tuple(_to_check(c) for c in row.checks),
+        intervals=tuple(_to_interval(i) for i in intervals),
+        artifacts=tuple(_to_artifact(a) for a in artifacts),
+        checks=tuple(_to_check(c) for c in checks),
         external=bool(row.external),
         criteria=dict(row.criteria or {}),
         target_report=row.target_report,
         annotation_status=row.annotation_status,
         annotation_note=row.annotation_note,
         sweep_id=row.sweep_id,
+        heartbeat_at=_utc(row.heartbeat_at) if row.heartbeat_at else None,
+        host=row.host,
+        pid=row.pid,
     )
 
 
-def _to_interval(row: SqlInterval) -> Interval:
+def _to_interval(row: Any) -> Interval:  # an SqlInterval or a plain row
     return Interval(
         step=row.step,
         lr=row.lr,
@@ -433,7 +642,7 @@ def _to_interval(row: SqlInterval) -> Interval:
     )
 
 
-def _to_artifact(row: SqlArtifact) -> Artifact:
+def _to_artifact(row: Any) -> Artifact:
     return Artifact(
         kind=row.kind,
         path=row.path,
@@ -443,7 +652,7 @@ def _to_artifact(row: SqlArtifact) -> Artifact:
     )
 
 
-def _to_check(row: SqlCheck) -> Check:
+def _to_check(row: Any) -> Check:
     return Check(name=row.name, passed=bool(row.passed), details=dict(row.details or {}),
                  created_at=_utc(row.created_at))
 
