@@ -8,6 +8,7 @@
                 reading the entry back; also the audio preparation alone, cold vs warm
 
 Same model (tiny_random with a LoRA adapter, as a run evaluates it), same manifest, same settings.
+As in bench.train_step, with one torch thread the ratios use process CPU time (wall time beside).
 
     .venv/bin/python -m bench.evaluation [--n 500] [--device cuda --bf16]
 """

@@ -11,6 +11,8 @@ step is the time between two optimizer steps, the first WARMUP steps excluded. R
 the order of the loops so drift on a shared machine hits all three alike.
 ours / bare is the median of per-step ratios (step k of both loops trains on the same batch);
 Trainer / ours is the ratio of mean step times (their batches differ: that is the point).
+With one torch thread on the CPU (the default of `python -m bench`) the ratios use process CPU
+time, which other processes on the shared cores barely move; wall-time ratios are printed beside.
 
     .venv/bin/python -m bench.train_step [--model tiny_random|streaming_tiny] [--device cuda --bf16]
 """
@@ -45,7 +47,8 @@ SETTINGS = {
 QUICK = {"tiny_random": (8, 1), "streaming_tiny": (3, 1)}  # --quick: (steps, rounds)
 
 
-def make_spec(setting: Setting, steps: int, registry: Path, device: str):
+def make_spec(setting: Setting, steps: int, work: Path, registry: str, device: str):
+    """The run spec of one round: run folders, audio cache and registry under `work` (temporary)."""
     from orchestrator.spec import spec_from_overrides
 
     speech = speech_manifest()
@@ -54,7 +57,8 @@ def make_spec(setting: Setting, steps: int, registry: Path, device: str):
         "+exp=smoke_tiny_random", f"model.id={setting.build()}", "model.build=null", "model.tokens_per_second=2",
         f"optim.steps={steps}", f"eval.interval={steps}", f"optim.batch_size={setting.batch_size}",
         f"data.train_manifest={speech}", f"eval.domain_manifest={tiny_eval}", f"eval.heldout_manifest={tiny_eval}",
-        f"registry.url=sqlite:///{registry}", f"output_dir={CACHE / 'outputs'}", "rerun=true", f"device={device}"])
+        f"registry.url=sqlite:///{work / registry}", f"output_dir={work / 'outputs'}", "rerun=true",
+        f"device={device}"])
 
 
 def autocast(device, bf16: bool):
@@ -185,7 +189,7 @@ def measure(setting: Setting, *, steps: int, rounds: int, device: str = "cpu", b
     trainer_padding = []
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         for r in range(rounds):
-            spec = make_spec(setting, steps + WARMUP, Path(tmp) / f"registry-{r}.db", device)
+            spec = make_spec(setting, steps + WARMUP, Path(tmp), f"registry-{r}.db", device)
             order = ["ours", "bare", "trainer"] if r % 2 == 0 else ["trainer", "bare", "ours"]
             for loop in order:
                 started = time.perf_counter()

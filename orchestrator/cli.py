@@ -16,6 +16,7 @@ from pathlib import Path
 DEFAULT_REGISTRY = "sqlite:///registry.db"
 SUBCOMMANDS = ("report", "runs", "plan", "eval", "transcribe", "manifest", "annotate", "record", "resume", "doctor")
 EXIT_USER_ERROR = 2
+HYDRA_INFO_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i")
 log = logging.getLogger("orchestrator")
 
 
@@ -103,18 +104,23 @@ def run_hydra(argv: list[str], debug: bool) -> None:
         argv = [a for a in argv if a != "--rerun"] + ["rerun=true"]
     overrides = [a for a in argv if not a.startswith("-")]
     multirun = "-m" in argv or "--multirun" in argv
+    # help and config printing need no data on disk: Hydra answers them, nothing is validated
+    informational = any(a in HYDRA_INFO_FLAGS or a.startswith("--info") for a in argv)
+    first = None
     try:  # validate the composition up front: one clear line instead of Hydra's report
         from orchestrator.launchers import check_exp_launchers
 
-        check_exp_launchers(overrides, multirun)
-        first = specs.build_spec(specs.compose(first_of_sweeps(overrides)))
+        if not informational:
+            check_exp_launchers(overrides, multirun)
+            first = specs.build_spec(specs.compose(first_of_sweeps(overrides)))
     except Exception as exc:  # noqa: BLE001 - any composition failure is a user error here
         from orchestrator.errors import OrchestratorError
 
         if debug:
             raise
         fail(exc.one_line() if isinstance(exc, OrchestratorError) else hydra_error_line(exc))
-    check_before_torch(first)
+    if first is not None:
+        check_before_torch(first)
 
     @hydra.main(config_path=str(specs.CONF_DIR), config_name="config", version_base="1.3")
     def task(cfg) -> None:

@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# The embedded demo: real espeak-ng speech, a short LoRA run of the project-built tiny_random
-# Moonshine v2, then EXPERIMENTS.md rebuilt from registry.db.
+# The embedded demo: a real domain-adaptation campaign on real speech, with no download.
+#   1. set up (.venv, espeak-ng, sox)
+#   2. synthesise the demo manifests (general English + air-traffic control in an unheard voice)
+#   3. run the demo_* campaign on the committed base model (demo/base), two runs at a time
+#   4. rebuild EXPERIMENTS.md from registry.db
+# Running it again skips every finished run (same identity hash) and resumes interrupted ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python -m orchestrator.synth --out manifests/test
-.venv/bin/orchestrator run +exp=smoke_tiny_random
+.venv/bin/python -m orchestrator.synth --set demo
+# Two processes with one thread each use 2 cores better than one process with two threads.
+export OMP_NUM_THREADS=1
+PARALLEL=(hydra/launcher=joblib hydra.launcher.n_jobs=2)
+.venv/bin/orchestrator -m +exp=demo_universal_lora,demo_harmful,demo_dora,demo_decoder_only "${PARALLEL[@]}"
+.venv/bin/orchestrator -m +exp=demo_lr_sweep optim.lr=1e-4,3e-4 "${PARALLEL[@]}"
 .venv/bin/orchestrator report
 .venv/bin/orchestrator runs

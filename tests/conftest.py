@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# One torch thread, here and in every CLI child: the tiny models gain nothing from a second one,
+# and tests that run processes side by side would otherwise oversubscribe the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

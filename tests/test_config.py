@@ -62,3 +62,13 @@ def test_invalid_values_fail_naming_the_key(override, key):
     with pytest.raises(ConfigError) as err:
         build_spec(compose(["+exp=exp_2_5_v2_universal_lora", override]))
     assert err.value.where == key and err.value.fix
+
+
+def test_help_and_cfg_need_no_data(tmp_path):
+    """`--help` and `--cfg job` print without validating manifests that do not exist yet."""
+    from conftest import cli
+
+    proc = cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0 and "Configuration groups" in proc.stdout
+    proc = cli("+exp=demo_dora", "--cfg", "job", cwd=tmp_path)
+    assert proc.returncode == 0 and "demo_base" in proc.stdout
