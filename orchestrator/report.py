@@ -163,6 +163,7 @@ def sweep_sections(runs: Sequence[Run] | ReportData) -> str:
     for run in data.runs:
         if run.sweep_id:
             sweeps.setdefault(run.sweep_id, []).append(run)
+    sweeps = {key: members for key, members in sweeps.items() if len(members) > 1}  # one run sweeps nothing
     if not sweeps:
         return "_No sweeps recorded yet (`python -m orchestrator -m ...` records one)._"
     sections = [_sweep_section(sweep_id, members, data) for sweep_id, members in sweeps.items()]
@@ -255,7 +256,10 @@ def verdict_sections(runs: Sequence[Run] | ReportData) -> str:
 
 
 def _verdict_section(run: Run, verdict: RunVerdict) -> str:
-    lines = [f"### {_inline(run.id)}", "", f"- **Overall: {verdict.overall}** — {_inline(verdict.reason)}"]
+    overall = f"**Overall: {verdict.overall}** — {_inline(verdict.reason)}"
+    if run.status == "running":  # verdicts on a run still training are provisional
+        overall = f"**Overall: pending** — the run is still training (so far: {verdict.overall})"
+    lines = [f"### {_inline(run.id)}", "", f"- {overall}"]
     if run.annotation_status:
         note = f": {_inline(run.annotation_note)}" if run.annotation_note else ""
         lines.append(f"- Annotated **{_inline(run.annotation_status)}**{note}")

@@ -326,3 +326,17 @@ def test_report_imports_no_torch_and_no_training_code() -> None:
     assert not [m for m in loaded if m.split(".")[0] in ("torch", "transformers", "peft", "hydra")]
     ours = {m.split(".")[1] for m in loaded if m.startswith("orchestrator.")}
     assert ours <= {"errors", "registry", "report", "verdicts", "stats", "artifacts", "liveness"}
+
+
+def test_a_lone_sweep_point_is_no_sweep_and_a_running_run_is_pending() -> None:
+    """`-m +exp=a,b` gives each experiment a one-run sweep id: no sweep table for those; and a
+    run still training gets a provisional verdict, not a FAIL for the adapter it has not saved."""
+    lone = make_run("exp_a-1", sweep_id="exp_a-sweep", config={"optim": {"lr": 1e-4}})
+    pair = [make_run(f"exp_b-{i}", "exp_b", sweep_id="exp_b-sweep", lr=lr, config={"optim": {"lr": lr}})
+            for i, lr in enumerate((1e-4, 3e-4))]
+    text = sweep_sections([lone, *pair])
+    assert "### exp_b-sweep" in text and "exp_a-sweep" not in text
+    assert "No sweeps" in sweep_sections([lone])
+    running = verdict_sections([make_run(status="running")])
+    assert "**Overall: pending** — the run is still training" in running
+    assert "**Overall: pending**" not in verdict_sections([make_run()])
