@@ -16,9 +16,9 @@ import torch
 
 from orchestrator.audio import load_audio
 from orchestrator.audio_cache import AudioCache
-from orchestrator.errors import ConfigError
 from orchestrator.manifest import Utterance
 from orchestrator.schema import DataConf
+from orchestrator.spec import replay_share
 
 BUCKET_BATCHES = 4  # a duration bucket holds this many batches' worth of utterances
 
@@ -148,17 +148,6 @@ def train_batches(utts: Sequence[Utterance], batch_size: int, seed: int, *,
         rng.shuffle(batches)
         for batch in batches:
             yield [utts[i] for i in batch]
-
-
-def replay_share(batch_size: int, fraction: float) -> int:
-    """Replay utterances per batch: round(batch_size * fraction), at least one and not all."""
-    n = round(batch_size * fraction)
-    if fraction > 0 and not 0 < n < batch_size:
-        raise ConfigError(f"data.replay_fraction={fraction} gives {n} of {batch_size} utterances per batch "
-                          "from the replay manifest", where="data.replay_fraction",
-                          fix=f"choose a fraction between {1 / batch_size:g} and {1 - 1 / batch_size:g} "
-                              "for this optim.batch_size")
-    return n
 
 
 def _shuffled_forever(utts: Sequence[Utterance], rng: random.Random) -> Iterator[Utterance]:

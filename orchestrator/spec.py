@@ -91,6 +91,17 @@ def _check(ok: bool, key: str, what: str, fix: str) -> None:
         raise ConfigError(what, where=key, fix=fix)
 
 
+def replay_share(batch_size: int, fraction: float) -> int:
+    """Replay utterances per batch: round(batch_size * fraction), at least one and not all."""
+    n = round(batch_size * fraction)
+    if fraction > 0 and not 0 < n < batch_size:
+        raise ConfigError(f"data.replay_fraction={fraction} gives {n} of {batch_size} utterances per batch "
+                          "from the replay manifest", where="data.replay_fraction",
+                          fix=f"choose a fraction between {1 / batch_size:g} and {1 - 1 / batch_size:g} "
+                              "for this optim.batch_size")
+    return n
+
+
 def validate(c: RunConf) -> None:
     o, e, a, t = c.optim, c.eval, c.adapter, c.targets
     _check(o.lr > 0 and math.isfinite(o.lr), "optim.lr", f"learning rate must be a finite number > 0, got {o.lr}",
@@ -128,6 +139,7 @@ def validate(c: RunConf) -> None:
     _check(bool(c.data.replay_manifest) == (c.data.replay_fraction > 0), "data.replay_manifest",
            "replay needs both a manifest and a fraction > 0",
            "set data.replay_manifest=PATH and data.replay_fraction=0.5 together (or neither)")
+    replay_share(o.batch_size, c.data.replay_fraction)  # a share that rounds to none or to all fails here
     _check(c.data.on_silent in ("skip", "refuse"), "data.on_silent",
            f"must be 'skip' or 'refuse', got {c.data.on_silent!r}", "set data.on_silent=skip")
     _check(c.data.sample_rate > 0, "data.sample_rate", "must be > 0", "set data.sample_rate=16000")

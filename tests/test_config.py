@@ -57,6 +57,8 @@ def test_typo_in_override_fails_with_the_key_name():
     ("optim.lr=0", "optim.lr"), ("optim.lr=-1e-4", "optim.lr"), ("optim.warmup_ratio=1.5", "optim.warmup_ratio"),
     ("eval.interval=5000", "eval.interval"), ("adapter.kind=ia3", "adapter.kind"), ("optim.steps=0", "optim.steps"),
     ("targets.on_unsupported=ignore", "targets.on_unsupported"),
+    ("data.replay_fraction=0.5", "data.replay_manifest"),  # a fraction without a manifest
+    ("data.replay_fraction=1.5", "data.replay_fraction"),
 ])
 def test_invalid_values_fail_naming_the_key(override, key):
     with pytest.raises(ConfigError) as err:
@@ -72,3 +74,9 @@ def test_help_and_cfg_need_no_data(tmp_path):
     assert proc.returncode == 0 and "Configuration groups" in proc.stdout
     proc = cli("+exp=demo_dora", "--cfg", "job", cwd=tmp_path)
     assert proc.returncode == 0 and "demo_base" in proc.stdout
+
+
+def test_a_replay_share_that_rounds_to_nothing_fails_before_any_run():
+    with pytest.raises(ConfigError) as err:
+        build_spec(compose(["+exp=demo_universal_lora", "data.replay_fraction=0.01"]))
+    assert err.value.where == "data.replay_fraction" and "0 of 16" in err.value.what
