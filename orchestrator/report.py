@@ -301,13 +301,21 @@ def _comparison_row(c: Comparison) -> list[str]:
     ]
 
 
+INTERVAL_RUNS = 25  # interval tables for the most recent runs only: at 10,000 runs they would be 68 MB
+
+
 def interval_tables(runs: Sequence[Run] | ReportData) -> str:
-    """Per run, a `### <run id>` heading and a table of every recorded interval."""
+    """Per run (the INTERVAL_RUNS most recent), a `### <run id>` heading and a table of every
+    recorded interval; `orchestrator runs --json` has them all."""
     runs = runs.runs if isinstance(runs, ReportData) else runs
     if not runs:
         return "_No runs recorded yet._"
     headers = ["Step", "LR", "Train loss", "Eval loss", "Domain WER %", "Heldout WER %"]
     sections = []
+    if len(runs) > INTERVAL_RUNS:
+        sections.append(f"_The {INTERVAL_RUNS} most recent of {len(runs)} runs; "
+                        "`orchestrator runs --json` lists every interval of every run._")
+        runs = runs[-INTERVAL_RUNS:]
     for run in runs:
         rows = [
             [

@@ -340,3 +340,12 @@ def test_a_lone_sweep_point_is_no_sweep_and_a_running_run_is_pending() -> None:
     running = verdict_sections([make_run(status="running")])
     assert "**Overall: pending** — the run is still training" in running
     assert "**Overall: pending**" not in verdict_sections([make_run()])
+
+
+def test_interval_tables_cover_the_most_recent_runs_only() -> None:
+    from orchestrator.report import INTERVAL_RUNS
+
+    runs = [make_run(f"exp_a-{i:03d}") for i in range(INTERVAL_RUNS + 5)]
+    text = interval_tables(runs)
+    assert f"The {INTERVAL_RUNS} most recent of {INTERVAL_RUNS + 5} runs" in text
+    assert "### exp_a-004" not in text and "### exp_a-005" in text and f"### exp_a-{INTERVAL_RUNS + 4:03d}" in text
