@@ -3,7 +3,7 @@
 `load_adapter` reads the run's own `config.yaml` (saved beside the adapter by train.py), so the
 model id, decoding budget, audio settings and eval batch size are the run's; the base model and
 processor come through modeling.load (the same from_pretrained path), the adapter through PEFT.
-`evaluate_manifest` then runs the trainer's code path (read_manifest -> filter_by_duration ->
+`evaluate_manifest` then runs the trainer's code path (manifest.load_splits, as an evaluation split ->
 evaluate.evaluate), which makes its WER the registry's, bit for bit, on the same device; its audio
 comes from the run's decoded-audio cache (`<output_dir>/.audio_cache`), identical to load_audio.
 """
@@ -27,7 +27,7 @@ from orchestrator.audio_cache import cache_dir
 from orchestrator.batching import AudioBank
 from orchestrator.errors import OrchestratorError
 from orchestrator.evaluate import EvalResult, decode, evaluate
-from orchestrator.manifest import Utterance, filter_by_duration, read_manifest
+from orchestrator.manifest import Utterance, load_splits
 from orchestrator.schema import DataConf, EvalConf, ModelConf
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,9 @@ class Loaded:
     run_config: Path | None  # the config.yaml the settings came from; None: schema defaults
     audio_cache: Path | None  # the run's decoded-audio cache (<output_dir>/.audio_cache); None: in memory
 
-    def bank(self) -> AudioBank:
-        return AudioBank(self.data, cache_dir=self.audio_cache)
+    def bank(self, digests: dict[str, str] | None = None) -> AudioBank:
+        """The run's audio path and cache (`digests`: sha256 of files hashed already)."""
+        return AudioBank(self.data, cache_dir=self.audio_cache, digests=digests)
 
 
 def _section(cls, values: dict[str, Any] | None):
@@ -102,14 +103,12 @@ def load_adapter(adapter_dir: str | os.PathLike[str], *, model_id: str | None = 
 def evaluate_manifest(loaded: Loaded, manifest_path: str | os.PathLike[str], *,
                       progress: bool = True) -> EvalResult:
     """WER and eval loss of `manifest_path`, by the trainer's own path and settings."""
-    part = filter_by_duration(read_manifest(manifest_path), loaded.data.max_seconds)
+    # the runner's own reading of an evaluation manifest: same checks, same refusals, same drops
+    part = load_splits({"eval": os.fspath(manifest_path)}, loaded.data)["eval"]
     if part.dropped_too_long:
         log.warning("%s: dropped %d utterances over max_seconds=%s", manifest_path, part.dropped_too_long,
                     loaded.data.max_seconds)
-    if not part.kept:
-        raise OrchestratorError(f"no utterance is shorter than data.max_seconds={loaded.data.max_seconds}",
-                                where=os.fspath(manifest_path), fix="use shorter audio")
-    return evaluate(loaded.peft_model, loaded.processor, loaded.bank(), part.kept,
+    return evaluate(loaded.peft_model, loaded.processor, loaded.bank(part.sha256), part.kept,
                     batch_size=loaded.eval.batch_size, tokens_per_second=loaded.model.tokens_per_second,
                     device=loaded.device, desc=f"eval {Path(manifest_path).name}", progress=progress)
 

@@ -86,7 +86,7 @@ def git_commit() -> str | None:
 @contextlib.contextmanager
 def run_lock(run_dir: Path):
     """Held for a run's whole life: a run whose lock is free has no live process (same host)."""
-    with open(run_dir / ".lock", "a") as fh:
+    with open(run_dir / liveness.LOCK_FILE, "a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -96,13 +96,8 @@ def run_lock(run_dir: Path):
 
 
 def is_alive(run_dir: Path) -> bool:
-    if not run_dir.exists():
-        return False
-    try:
-        with run_lock(run_dir):
-            return False
-    except OrchestratorError:
-        return True
+    """A live process on this host holds the run's lock (liveness.lock_held asks without taking it)."""
+    return liveness.lock_held(run_dir) is True
 
 
 def previous_run(spec: RunSpec, store: Store):
