@@ -7,10 +7,13 @@ the paths that train or load a model, so `report` and `runs` start fast.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_REGISTRY = "sqlite:///registry.db"
@@ -180,6 +183,8 @@ def subcommand(argv: list[str]) -> None:
     p = sub.add_parser("report", help="rebuild the generated blocks of EXPERIMENTS.md from the registry")
     p.add_argument("--registry", default=DEFAULT_REGISTRY, help="SQLAlchemy URL (default: %(default)s)")
     p.add_argument("--output", default="EXPERIMENTS.md", type=Path)
+    p.add_argument("--run", action="append", metavar="RUN_ID",
+                   help="print this run's verdict section instead (repeatable): EXPERIMENTS.md has the most recent runs'")
     p = sub.add_parser("runs", help="list the runs in the registry")
     p.add_argument("--registry", default=DEFAULT_REGISTRY)
     p.add_argument("--json", action="store_true", help="every run with its fields and intervals, as JSON")
@@ -261,18 +266,35 @@ def open_existing(url: str):
 
 
 def cmd_report(args) -> None:
-    from orchestrator.paths import DEFAULT_CRITERIA, declared_experiments
-    from orchestrator.report import update_experiments_md
-    from orchestrator.verdicts import load_criteria
+    with _collector_paused():
+        from orchestrator.paths import DEFAULT_CRITERIA, declared_experiments
+        from orchestrator.report import run_sections, write_report
+        from orchestrator.verdicts import load_criteria
 
-    store = open_existing(args.registry)
+        store = open_existing(args.registry)
+        try:
+            criteria = load_criteria(DEFAULT_CRITERIA)
+            if args.run:
+                print(run_sections(store, args.run, criteria=criteria))
+                return
+            count = write_report(store, args.output, experiments=declared_experiments(), criteria=criteria)
+        finally:
+            store.close()
+    print(f"{args.output}: {count} runs")
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for a block: a report of 10,000 runs (and the imports
+    before it) builds a few million objects, none in a reference cycle, and the collector would
+    walk them over and over, a fifth of the command's time."""
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        runs = store.list_runs()
-        update_experiments_md(args.output, runs, experiments=declared_experiments(),
-                              utterances=store, criteria=load_criteria(DEFAULT_CRITERIA))
+        yield
     finally:
-        store.close()
-    print(f"{args.output}: {len(runs)} runs")
+        if collecting:
+            gc.enable()
 
 
 def cmd_annotate(args) -> None:

@@ -2,9 +2,12 @@
 interval tables in EXPERIMENTS.md.
 
 Reads plain `Run` entities (and, for the bootstrap, per-utterance errors through a
-`verdicts.UtteranceSource` such as the Store); it must never import torch, hydra or the
-training code. Text that users wrote (names, notes, target summaries) is escaped so it
-cannot break a table or inject HTML / generated-block markers.
+`verdicts.UtteranceSource` such as the Store; `write_report` reads the runs from the Store
+too); it must never import torch, hydra or the training code. Past VERDICT_RUNS and
+INTERVAL_RUNS runs, the verdict and interval sections cover the most recent runs, and a verdict
+matrix has every run's verdict on each criterion: 10,000 runs make 5 MB, not 28. Text that
+users wrote (names, notes, target summaries) is escaped so it cannot break a table or inject
+HTML / generated-block markers.
 """
 from __future__ import annotations
 
@@ -16,14 +19,18 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.liveness import settle
 from orchestrator.registry import Interval, Run
-from orchestrator.verdicts import (LR_WARNING, NA, PLANNED, Comparison, CriteriaConf, RunVerdict,
-                                   UtteranceSource, criteria_for, judge, matrix_status, select_best)
+from orchestrator.verdicts import (LR_WARNING, NA, PLANNED, TITLES, Comparison, CriteriaConf, RunVerdict,
+                                   Selection, UtteranceSource, criteria_for, judge, matrix_status, select_best)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from orchestrator.registry import Store
 
 MISSING = "—"
 PLACEHOLDER = (
@@ -44,6 +51,11 @@ SWEEP_NOTE = (
     "learning rate. WERs are at the tuned step, the interval `verdicts.select_best` picks (as in the "
     "run matrix); Verdict is the run matrix's Status. Chart: the first line is domain WER, the "
     "second heldout WER._"
+)
+VERDICT_MATRIX_NOTE = (
+    "_Every run's verdict on each acceptance criterion, oldest first (Overall `pending`: the run is "
+    "still training). The sections after the table show what each criterion measured, for the "
+    "{recent} most recent of {total} runs; `orchestrator report --run RUN_ID` prints any run's._"
 )
 LR_FLAG = "⚠"
 # What _escape changes or str.splitlines splits on; text without any is a cell as it is.
@@ -74,11 +86,27 @@ def collect(
     """Judge every run (each by its recorded criteria, else `criteria`) and list the declared
     `experiments` that have no run as planned."""
     runs = settle(runs, root=root)  # a `running` run whose process died reads `interrupted`
-    utterances = _prefetched(runs, utterances, criteria)
-    verdicts = {run.id: judge(run, utterances, criteria_for(run, criteria), root=root) for run in runs}
+    confs = _thresholds(runs, criteria)
+    selections = {run.id: select_best(run.intervals, confs[run.id].max_heldout_regression) for run in runs}
+    utterances = _prefetched(runs, selections, utterances)
+    verdicts = {run.id: judge(run, utterances, confs[run.id], root=root, selection=selections[run.id])
+                for run in runs}
     ran = {run.experiment for run in runs}
     planned = [name for name in dict.fromkeys(experiments) if name not in ran]
     return ReportData(list(runs), verdicts, planned)
+
+
+def _thresholds(runs: Sequence[Run], default: CriteriaConf | None) -> dict[str, CriteriaConf]:
+    """Each run's thresholds (`criteria_for`) by run id, parsed once per distinct recorded set:
+    10,000 runs share a handful. Runs with equal criteria share one (unmodified) CriteriaConf."""
+    parsed: dict[str, CriteriaConf] = {}
+    confs = {}
+    for run in runs:
+        key = repr(run.criteria)
+        if key not in parsed:
+            parsed[key] = criteria_for(run, default)
+        confs[run.id] = parsed[key]
+    return confs
 
 
 @dataclass(frozen=True)
@@ -88,25 +116,28 @@ class _Prefetched:
     found: Mapping[tuple[str, int, str], tuple[np.ndarray, np.ndarray]]
 
     def utterance_errors(self, run_id: str, step: int, split: str) -> tuple[np.ndarray, np.ndarray]:
-        return self.found.get((run_id, step, split), _NO_UTTERANCES)
+        import numpy as np  # loaded already: the Store built `found` with it
+
+        return self.found.get((run_id, step, split)) or (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
-_NO_UTTERANCES = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-
-
-def _prefetched(runs: Sequence[Run], source: UtteranceSource | None,
-                criteria: CriteriaConf | None) -> UtteranceSource | None:
+def _prefetched(runs: Sequence[Run], selections: Mapping[str, Selection | None],
+                source: UtteranceSource | None) -> UtteranceSource | None:
     """`source`, or (when it can read many at once, as the Store can) what judging `runs` will
-    ask of it: the baseline and the tuned step of each run."""
+    ask of it: the baseline and the tuned step (`selections`) of each run; None if it holds
+    none of those (every verdict is then a point estimate, as without a source)."""
     many = getattr(source, "utterance_errors_many", None)
     if many is None:
         return source
-    keys = []
-    for run in runs:
-        selection = select_best(run.intervals, criteria_for(run, criteria).max_heldout_regression)
-        if selection is not None and run.baseline is not None:
-            keys += [(run.id, 0), (run.id, selection.interval.step)]
-    return _Prefetched(many(keys))
+
+    def keys() -> Iterator[tuple[str, int]]:  # lazily: a registry without utterances never asks
+        for run in runs:
+            selection = selections[run.id]
+            if selection is not None and run.baseline is not None:
+                yield from ((run.id, 0), (run.id, selection.interval.step))
+
+    found = many(keys())
+    return _Prefetched(found) if found else None
 
 
 def run_matrix(runs: Sequence[Run] | ReportData) -> str:
@@ -131,7 +162,7 @@ def run_matrix(runs: Sequence[Run] | ReportData) -> str:
     rows = []
     for run in data.runs:
         verdict = data.verdict(run)
-        tuned = verdict.selection.interval if verdict.selection else None
+        picks = (run.baseline, verdict.selection.interval if verdict.selection else None, run.final)
         rows.append([
             run.id,
             run.experiment,
@@ -142,8 +173,8 @@ def run_matrix(runs: Sequence[Run] | ReportData) -> str:
             run.target_summary,
             matrix_status(run, verdict),
             "external" if run.external else run.status,
-            _wer_triple(run, tuned, "domain_wer"),
-            _wer_triple(run, tuned, "heldout_wer"),
+            _wer_triple(picks, "domain_wer"),
+            _wer_triple(picks, "heldout_wer"),
             _note(run),
         ])
     triple = " / ".join([MISSING] * 3)
@@ -246,13 +277,38 @@ def _varied_keys(configs: Sequence[Mapping]) -> list[str]:
     return [key for key in keys if len({repr(flat.get(key)) for flat in flats}) > 1]
 
 
+VERDICT_RUNS = 25  # detailed verdict sections for the most recent runs; the verdict matrix has every run
+
+
 def verdict_sections(runs: Sequence[Run] | ReportData) -> str:
     """Per run: the overall verdict, baseline / tuned / delta per manifest with the bootstrap
-    interval and P(improvement), and each criterion's verdict with what it measured."""
+    interval and P(improvement), and each criterion's verdict with what it measured.
+
+    Past VERDICT_RUNS runs, a verdict matrix (every run's verdict on each criterion) comes first
+    and the detailed sections cover the VERDICT_RUNS most recent runs: two tables for each of
+    10,000 runs would be 25 MB nobody reads. `orchestrator report --run RUN_ID` prints any run's."""
     data = runs if isinstance(runs, ReportData) else ReportData(runs)
     if not data.runs:
         return "_No runs recorded yet._"
-    return "\n\n".join(_verdict_section(run, data.verdict(run)) for run in data.runs)
+    runs, parts = data.runs, []
+    if len(runs) > VERDICT_RUNS:
+        parts += [VERDICT_MATRIX_NOTE.format(recent=VERDICT_RUNS, total=len(runs)), verdict_matrix(data)]
+        runs = runs[-VERDICT_RUNS:]
+    parts += [_verdict_section(run, data.verdict(run)) for run in runs]
+    return "\n\n".join(parts)
+
+
+def verdict_matrix(runs: Sequence[Run] | ReportData) -> str:
+    """One row per run: its overall verdict and its verdict on each criterion (PASS, FAIL,
+    INCONCLUSIVE or N/A)."""
+    data = runs if isinstance(runs, ReportData) else ReportData(runs)
+    rows = []
+    for run in data.runs:
+        verdict = data.verdict(run)
+        status = {v.name: v.status for v in verdict.criteria}
+        rows.append([run.id, "pending" if run.status == "running" else verdict.overall, *map(status.get, TITLES)])
+    headers = ["Run ID", "Overall", *TITLES.values()]
+    return _table(headers, rows, align="l" * len(headers))
 
 
 def _verdict_section(run: Run, verdict: RunVerdict) -> str:
@@ -341,6 +397,36 @@ BLOCKS: dict[str, tuple[str, Callable[[ReportData], str]]] = {
 }
 
 
+def write_report(
+    store: Store,
+    path: Path,
+    *,
+    experiments: Sequence[str] = (),
+    criteria: CriteriaConf | None = None,
+    root: Path | None = None,
+) -> int:
+    """Rewrite the generated blocks of `path` from every run in `store` (see
+    `update_experiments_md`); returns how many runs it shows.
+
+    Runs are read lean (`Store.list_runs(lean=True)`: the interval fields the verdicts use, no
+    targets or data_stats, configs of sweep and running runs only), except the INTERVAL_RUNS
+    most recent, read in full, whose interval tables show every field: at 10,000 runs x 50
+    intervals that is less than half the read."""
+    runs = store.list_runs(lean=True)
+    full = {run.id: run for run in store.list_runs(run_ids=[run.id for run in runs[-INTERVAL_RUNS:]])}
+    runs = [full.get(run.id, run) for run in runs]
+    update_experiments_md(path, runs, experiments=experiments, utterances=store, criteria=criteria, root=root)
+    return len(runs)
+
+
+def run_sections(store: Store, run_ids: Sequence[str], *, criteria: CriteriaConf | None = None,
+                 root: Path | None = None) -> str:
+    """The verdict section of each run in `run_ids`, as EXPERIMENTS.md shows it, which it does
+    for its VERDICT_RUNS most recent runs only (`orchestrator report --run RUN_ID`)."""
+    data = collect([store.get_run(run_id) for run_id in run_ids], utterances=store, criteria=criteria, root=root)
+    return "\n\n".join(_verdict_section(run, data.verdict(run)) for run in data.runs)
+
+
 def update_experiments_md(
     path: Path,
     runs: Sequence[Run] | ReportData,
@@ -373,7 +459,7 @@ def update_experiments_md(
             text += newline.join(["", heading, "", begin, end, ""])
         start, stop = _block_span(text, name, path)
         body = render(data).replace("\n", newline)
-        text = text[:start] + newline + body + newline + text[stop:]
+        text = "".join([text[:start], newline, body, newline, text[stop:]])  # not a + b + ...: a copy per +
     _write_atomic(path, text.encode("utf-8"))
 
 
@@ -424,15 +510,22 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def _table(headers: list[str], rows: list[list[str]], align: str) -> str:
     """A GitHub Markdown table of pre-formatted text, columns padded to one width; `align` has
     one l/r per column. (Written by hand: tabulate's type sniffing dominated large reports.)"""
-    grid = [[_cell(value) for value in headers], *([_cell(value) for value in row] for row in rows)]
-    widths = [max(len(row[i]) for row in grid) for i in range(len(headers))]
-    pad = [str.rjust if side == "r" else str.ljust for side in align]
-
-    def line(row: list[str]) -> str:
-        return "| " + " | ".join(pad[i](cell, widths[i]) for i, cell in enumerate(row)) + " |"
-
+    grid = [_cells(row) for row in [headers, *rows]]
+    widths = [max(map(len, column)) for column in zip(*grid)]
+    # one format string pads a whole row ("{:<w}" is str.ljust(w), "{:>w}" str.rjust(w))
+    line = "| " + " | ".join(f"{{:{'>' if side == 'r' else '<'}{width}}}" for side, width in zip(align, widths)) + " |"
     rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
-    return "\n".join([line(grid[0]), rule, *map(line, grid[1:])])
+    return "\n".join([line.format(*grid[0]), rule, *(line.format(*row) for row in grid[1:])])
+
+
+def _cells(row: Sequence[object]) -> Sequence[str]:
+    """The row's cell texts (`_cell`). Most rows are plain text: one search over the joined row
+    tells (a tab is not a character _NEEDS_ESCAPE matches), and their cells are kept as they are."""
+    try:
+        joined = "\t".join(row)  # type: ignore[arg-type]  # TypeError: a cell that is not text yet
+    except TypeError:
+        return list(map(_cell, row))
+    return list(map(_cell, row)) if _NEEDS_ESCAPE.search(joined) else row
 
 
 def _escape(text: object) -> str:
@@ -464,9 +557,9 @@ def _note(run: Run) -> str:
     return ""
 
 
-def _wer_triple(run: Run, tuned: Interval | None, field: str) -> str:
-    picks: list[Interval | None] = [run.baseline, tuned, run.final]
-    return " / ".join(_pct(getattr(i, field)) if i else MISSING for i in picks)
+def _wer_triple(picks: Sequence[Interval | None], field: str) -> str:
+    """`field` of each of (baseline, tuned, final), in percent, "baseline / tuned / final"."""
+    return " / ".join([_pct(getattr(i, field)) if i else MISSING for i in picks])
 
 
 def _lr(lr: float, fmt: str = "g") -> str:

@@ -27,18 +27,20 @@ is never PASS on criteria nobody could check); PASS only when all seven pass.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-
-import numpy as np
 
 from orchestrator.artifacts import ADAPTER_WEIGHTS, sha256_file
 from orchestrator.errors import ConfigError
 from orchestrator.stats import POINTS, corpus_wer, loss_trend, paired_bootstrap
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from orchestrator.registry.entities import Interval, Run
 
 PASS, FAIL, INCONCLUSIVE, NA = "PASS", "FAIL", "INCONCLUSIVE", "N/A"
@@ -121,7 +123,7 @@ def load_criteria(path: Path) -> CriteriaConf:
 
 # --- best checkpoint ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Selection:
     """The tuned interval: `within_guard` is False when no trained interval kept the heldout
     regression within the guard and the lowest domain WER was taken anyway (or the regression
@@ -139,6 +141,9 @@ def heldout_regression(interval: Interval, baseline: Interval | None) -> float |
     return POINTS * (interval.heldout_wer - baseline.heldout_wer)
 
 
+_WER_THEN_STEP = operator.attrgetter("domain_wer", "step")  # select_best's order: ties to the earliest step
+
+
 def select_best(intervals: Sequence[Interval], max_heldout_regression: float) -> Selection | None:
     """The lowest domain WER among trained intervals (step > 0) whose heldout regression
     against step 0 is within `max_heldout_regression` points; ties go to the earliest step.
@@ -149,18 +154,23 @@ def select_best(intervals: Sequence[Interval], max_heldout_regression: float) ->
     previous one or the newest interval, so a trainer saves `lora_adapter_best` exactly when
     `select_best(so_far, guard).interval.step == step`.
     """
-    baseline = next((i for i in intervals if i.step == 0), None)
-    trained = [i for i in intervals if i.step > 0 and i.domain_wer is not None]
+    if intervals and intervals[0].step == 0:  # as a run holds them, by step
+        baseline = intervals[0]
+    else:
+        baseline = next((i for i in intervals if i.step == 0), None)
+    guarded = []  # the trained intervals within the guard, in one pass
+    if baseline is not None and baseline.heldout_wer is not None:
+        limit, base = max_heldout_regression + EPS, baseline.heldout_wer  # as heldout_regression, inlined
+        guarded = [i for i in intervals if i.step > 0 and i.domain_wer is not None and i.heldout_wer is not None
+                   and POINTS * (i.heldout_wer - base) <= limit]
+    if guarded:
+        best = min(guarded, key=_WER_THEN_STEP)
+        return Selection(best, True, heldout_regression(best, baseline))
+    trained = [i for i in intervals if i.step > 0 and i.domain_wer is not None]  # none within the guard
     if not trained:
         return None
-
-    def inside(i: Interval) -> bool:
-        regression = heldout_regression(i, baseline)
-        return regression is not None and regression <= max_heldout_regression + EPS
-
-    guarded = [i for i in trained if inside(i)]
-    best = min(guarded or trained, key=lambda i: (i.domain_wer, i.step))
-    return Selection(best, bool(guarded), heldout_regression(best, baseline))
+    best = min(trained, key=_WER_THEN_STEP)
+    return Selection(best, False, heldout_regression(best, baseline))
 
 
 # --- verdicts ----------------------------------------------------------------------------------
@@ -171,10 +181,10 @@ class UtteranceSource(Protocol):
     def utterance_errors(self, run_id: str, step: int, split: str) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-Loader = Callable[[str, int, str], tuple[np.ndarray, np.ndarray]]
+Loader = Callable[[str, int, str], "tuple[np.ndarray, np.ndarray]"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Comparison:
     """Baseline (step 0) vs tuned WER on one manifest. WERs are fractions; delta = tuned -
     baseline and its interval are points. `paired` is True when the bootstrap ran; otherwise
@@ -191,7 +201,7 @@ class Comparison:
     note: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     name: str  # a key of TITLES
     status: str  # PASS | FAIL | INCONCLUSIVE | N/A
@@ -204,7 +214,7 @@ class Verdict:
         return TITLES.get(self.name, self.name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunVerdict:
     criteria: list[Verdict]
     overall: str  # PASS | FAIL | INCONCLUSIVE
@@ -230,16 +240,19 @@ def judge(
     criteria: CriteriaConf | None = None,
     *,
     root: Path | None = None,
+    selection: Selection | None = None,
 ) -> RunVerdict:
     """Every criterion's verdict on `run`, and the overall one.
 
     `utterances` supplies per-utterance (errors, words) for the bootstrap: a Store, a
     function (run_id, step, split) -> arrays, or None (point estimates only). `criteria`
     defaults to the run's recorded criteria (`criteria_for`). Relative artifact paths are
-    resolved against `root` (default: the working directory).
+    resolved against `root` (default: the working directory). `selection` is
+    `select_best(run.intervals, criteria.max_heldout_regression)` when the caller has it
+    already (the report does); None: computed here.
     """
     conf = criteria or criteria_for(run)
-    selection = select_best(run.intervals, conf.max_heldout_regression)
+    selection = selection or select_best(run.intervals, conf.max_heldout_regression)
     load = _loader(utterances)
     comparisons = {split: _compare(run, selection, split, load, conf) for split in SPLITS}
     verdicts = [
@@ -258,19 +271,17 @@ def judge(
 def overall_verdict(verdicts: Iterable[Verdict]) -> tuple[str, str]:
     """(overall, reason): FAIL if any fails; INCONCLUSIVE if any is inconclusive or N/A;
     PASS only if every criterion passes."""
-    verdicts = list(verdicts)
-
-    def named(status: str) -> list[str]:
-        return [v.name for v in verdicts if v.status == status]
-
-    if named(FAIL):
-        return FAIL, "failed: " + ", ".join(named(FAIL))
-    if named(INCONCLUSIVE) or named(NA):
+    named: dict[str, list[str]] = {FAIL: [], INCONCLUSIVE: [], NA: []}
+    for v in verdicts:
+        named.setdefault(v.status, []).append(v.name)
+    if named[FAIL]:
+        return FAIL, "failed: " + ", ".join(named[FAIL])
+    if named[INCONCLUSIVE] or named[NA]:
         parts = []
-        if named(INCONCLUSIVE):
-            parts.append("inconclusive: " + ", ".join(named(INCONCLUSIVE)))
-        if named(NA):
-            parts.append("not assessable: " + ", ".join(named(NA)))
+        if named[INCONCLUSIVE]:
+            parts.append("inconclusive: " + ", ".join(named[INCONCLUSIVE]))
+        if named[NA]:
+            parts.append("not assessable: " + ", ".join(named[NA]))
         return INCONCLUSIVE, "; ".join(parts)
     return PASS, "every criterion passed"
 
@@ -313,8 +324,11 @@ def _loader(source: UtteranceSource | Loader | None) -> Loader | None:
     return source
 
 
+_WER_FIELDS = {split: f"{split}_wer" for split in SPLITS}
+
+
 def _wer_of(interval: Interval | None, split: str) -> float | None:
-    return None if interval is None else getattr(interval, f"{split}_wer")
+    return None if interval is None else getattr(interval, _WER_FIELDS[split])
 
 
 def _compare(run: Run, selection: Selection | None, split: str, load: Loader | None,
@@ -327,6 +341,8 @@ def _compare(run: Run, selection: Selection | None, split: str, load: Loader | N
     point = Comparison(split, base, tuned, delta, note=NO_UTTERANCES)
     if load is None:
         return point
+    import numpy as np  # here, not at the top: judging without per-utterance data needs none
+
     b_err, b_words = (np.asarray(a) for a in load(run.id, 0, split))
     t_err, t_words = (np.asarray(a) for a in load(run.id, selection.interval.step, split))
     if b_err.size == 0 or t_err.size == 0:
@@ -400,15 +416,21 @@ def _heldout_regression(c: Comparison, selection: Selection | None, conf: Criter
     return Verdict("heldout_regression", status, value, why + _guard_note(selection, conf), threshold)
 
 
+_STEP, _EVAL_LOSS, _DOMAIN_WER = (operator.attrgetter(name) for name in ("step", "eval_loss", "domain_wer"))
+
+
 def _convergence(run: Run) -> Verdict:
     threshold = "negative slope, last below first"
-    points = [(i.step, i.eval_loss) for i in run.intervals if i.eval_loss is not None]
-    if len(points) < 2:
-        return Verdict("convergence", NA, "—", f"{len(points)} eval loss(es) recorded, needs 2", threshold)
-    trend = loss_trend(*zip(*points))
+    steps, losses = list(map(_STEP, run.intervals)), list(map(_EVAL_LOSS, run.intervals))  # no Python loop
+    if None in losses:  # only the intervals with an eval loss
+        steps = [step for step, loss in zip(steps, losses) if loss is not None]
+        losses = [loss for loss in losses if loss is not None]
+    if len(losses) < 2:
+        return Verdict("convergence", NA, "—", f"{len(losses)} eval loss(es) recorded, needs 2", threshold)
+    trend = loss_trend(steps, losses)
     value = f"slope {trend.slope:.3g}/step, {trend.first:.4f} → {trend.last:.4f}"
     ok = trend.slope < 0 and trend.last < trend.first
-    why = f"least-squares fit over {len(points)} intervals"
+    why = f"least-squares fit over {len(losses)} intervals"
     if not ok:
         why += "; " + " and ".join(
             part for part, bad in (("slope is not negative", trend.slope >= 0),
@@ -419,10 +441,11 @@ def _convergence(run: Run) -> Verdict:
 def _stability(run: Run, conf: CriteriaConf) -> Verdict:
     n = conf.stability_window
     threshold = f"range ≤ {conf.max_stability_range:g} pts over last {n}"
-    scored = [i for i in run.intervals if i.domain_wer is not None]
-    if len(scored) < n:
-        return Verdict("stability", NA, "—", f"{len(scored)} interval(s) with a domain WER, needs {n}", threshold)
-    last = scored[-n:]
+    last = run.intervals[-n:]  # the last n intervals, when each has a domain WER (as they usually do)
+    if len(last) < n or None in map(_DOMAIN_WER, last):
+        last = list(itertools.islice((i for i in reversed(run.intervals) if i.domain_wer is not None), n))[::-1]
+    if len(last) < n:
+        return Verdict("stability", NA, "—", f"{len(last)} interval(s) with a domain WER, needs {n}", threshold)
     wers = [POINTS * i.domain_wer for i in last]
     spread = max(wers) - min(wers)
     ok = spread <= conf.max_stability_range + EPS

@@ -220,7 +220,7 @@ def test_convergence_identity_and_stability(store: Store, tmp_path: Path) -> Non
     run = dataclasses.replace(run, target_report=None)
     assert judge(run, store)["identity_errors"].status == NA
 
-    rising = dataclasses.replace(run, intervals=tuple(dataclasses.replace(i, eval_loss=1.0 + i.step)
+    rising = dataclasses.replace(run, intervals=tuple(i._replace(eval_loss=1.0 + i.step)
                                                       for i in run.intervals))
     convergence = judge(rising, store)["convergence"]
     assert convergence.status == FAIL and "slope is not negative" in convergence.detail
