@@ -63,7 +63,9 @@ def decode(model, processor, bank: AudioBank, utts: Sequence[Utterance], *, batc
            tokens_per_second: float, device: torch.device, with_loss: bool = True, desc: str = "decode",
            progress: bool = True) -> Decoded:
     """Longest-first batches, so each batch pads little and gets a token budget bound to its own
-    longest utterance; one generate per batch (a fresh encoder pass: outputs never reused)."""
+    longest utterance; one generate per batch. With the loss, the batch is encoded once and the
+    loss pass and generate each decode from their own copy of the encoder states (bit-identical
+    to two encoder passes: tests/test_inference.py)."""
     model.eval()
     bank.prepare(u.audio_filepath for u in utts)  # the manifest's audio, from the disk cache when there is one
     order = sorted(range(len(utts)), key=lambda i: -utts[i].duration)
@@ -73,23 +75,33 @@ def decode(model, processor, bank: AudioBank, utts: Sequence[Utterance], *, batc
     for idx in tqdm(batches, desc=desc, unit="batch", leave=False, disable=not progress):
         batch = [utts[i] for i in idx]
         inputs = model_inputs(processor, bank, batch, device, with_labels=with_loss)
-        if with_loss:
+        if with_loss:  # one encoder pass feeds both the loss and generate
             labels = inputs.pop("labels")
+            encoded = model.get_encoder()(**inputs)
             n_tokens = int((labels != -100).sum())
-            loss_sum += float(model(**inputs, labels=labels).loss) * n_tokens
+            loss_sum += float(model(encoder_outputs=_fresh(encoded), labels=labels).loss) * n_tokens
             token_count += n_tokens
+            inputs = {"encoder_outputs": _fresh(encoded)}
         generated = model.generate(**inputs, max_new_tokens=token_budget(batch, tokens_per_second))
         texts.update(zip(idx, processor.batch_decode(generated, skip_special_tokens=True)))
     loss = loss_sum / token_count if token_count else math.nan
     return Decoded([texts[i] for i in range(len(utts))], loss)
 
 
+def _fresh(encoded):
+    """A copy of encoder outputs for one decoder pass: Moonshine v2's decoder adds its position
+    embeddings to the encoder states in place, so a second pass must not see the first's."""
+    return type(encoded)(last_hidden_state=encoded.last_hidden_state.clone(),
+                         attention_mask=getattr(encoded, "attention_mask", None))
+
+
 def evaluate(model, processor, bank: AudioBank, utts: Sequence[Utterance], *, batch_size: int,
              tokens_per_second: float, device: torch.device, desc: str = "eval",
-             progress: bool = True) -> EvalResult:
-    """Decode and score `utts`: corpus WER, teacher-forced loss, per-utterance errors."""
+             progress: bool = True, with_loss: bool = True) -> EvalResult:
+    """Decode and score `utts`: corpus WER, per-utterance errors and (`with_loss`) the
+    teacher-forced loss, a second forward pass per batch (nan without it)."""
     decoded = decode(model, processor, bank, utts, batch_size=batch_size, tokens_per_second=tokens_per_second,
-                     device=device, desc=desc, progress=progress)
+                     device=device, with_loss=with_loss, desc=desc, progress=progress)
     references = [normalize(u.text) for u in utts]
     hypotheses = [normalize(text) for text in decoded.texts]
     wer, errors, words = word_errors(references, hypotheses)

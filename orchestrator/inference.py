@@ -101,8 +101,8 @@ def load_adapter(adapter_dir: str | os.PathLike[str], *, model_id: str | None = 
 
 
 def evaluate_manifest(loaded: Loaded, manifest_path: str | os.PathLike[str], *,
-                      progress: bool = True) -> EvalResult:
-    """WER and eval loss of `manifest_path`, by the trainer's own path and settings."""
+                      progress: bool = True, with_loss: bool = True) -> EvalResult:
+    """WER and (`with_loss`) eval loss of `manifest_path`, by the trainer's own path and settings."""
     # the runner's own reading of an evaluation manifest: same checks, same refusals, same drops
     part = load_splits({"eval": os.fspath(manifest_path)}, loaded.data)["eval"]
     if part.dropped_too_long:
@@ -110,7 +110,8 @@ def evaluate_manifest(loaded: Loaded, manifest_path: str | os.PathLike[str], *,
                     loaded.data.max_seconds)
     return evaluate(loaded.peft_model, loaded.processor, loaded.bank(part.sha256), part.kept,
                     batch_size=loaded.eval.batch_size, tokens_per_second=loaded.model.tokens_per_second,
-                    device=loaded.device, desc=f"eval {Path(manifest_path).name}", progress=progress)
+                    device=loaded.device, desc=f"eval {Path(manifest_path).name}", progress=progress,
+                    with_loss=with_loss)
 
 
 def transcribe(loaded: Loaded, paths: Sequence[str | os.PathLike[str]]) -> list[str]:

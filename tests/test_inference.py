@@ -115,3 +115,37 @@ def test_model_override_and_adapter_without_run_config(trained, tiny_checkpoint,
     loaded = load_adapter(alone)
     assert loaded.run_config is None and loaded.model.id == str(tiny_checkpoint) and loaded.data == DataConf()
     assert loaded.audio_cache is None  # no run folder: decoded in memory
+
+
+def test_one_encoder_pass_decodes_exactly_as_two(trained, speech):
+    """evaluate encodes each batch once for both the loss and generate (Moonshine v2's decoder
+    adds position embeddings to the encoder states in place, so each pass gets a copy): the
+    texts and the loss are bit-identical to a fresh encoder pass for each, on trained PEFT weights."""
+    import torch
+
+    from orchestrator.batching import model_inputs
+    from orchestrator.evaluate import decode, token_budget
+    from orchestrator.manifest import read_manifest
+
+    _, run_dir = trained
+    loaded = load_adapter(run_dir / "lora_adapter_last")
+    model, processor, bank = loaded.peft_model, loaded.processor, loaded.bank()
+    utts = read_manifest(speech["domain"]) + read_manifest(speech["heldout"])
+    kw = dict(batch_size=5, tokens_per_second=20.0, device=loaded.device)
+    once = decode(model, processor, bank, utts, with_loss=True, progress=False, **kw)
+
+    order = sorted(range(len(utts)), key=lambda i: -utts[i].duration)
+    texts, loss_sum, tokens = {}, 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(order), 5):
+            idx = order[start:start + 5]
+            batch = [utts[i] for i in idx]
+            inputs = model_inputs(processor, bank, batch, loaded.device, with_labels=True)
+            labels = inputs.pop("labels")
+            n = int((labels != -100).sum())
+            loss_sum += float(model(**inputs, labels=labels).loss) * n  # encoder pass 1
+            tokens += n
+            out = model.generate(**inputs, max_new_tokens=token_budget(batch, 20.0))  # encoder pass 2
+            texts.update(zip(idx, processor.batch_decode(out, skip_special_tokens=True)))
+    assert once.texts == [texts[i] for i in range(len(utts))] and once.loss == loss_sum / tokens
+    assert len(set(once.texts)) > 1  # a trained model that says different things, not one constant
