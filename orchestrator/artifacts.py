@@ -14,6 +14,7 @@ import errno
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from orchestrator.errors import WriteError, os_reason
@@ -28,9 +29,9 @@ def check_output_dir(path: str) -> None:
     out = Path(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # a probe of its own: the points of a parallel sweep check the same folder at once
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-probe-"):
+            pass
     except OSError as exc:
         raise WriteError(f"output folder is not writable ({exc.strerror or exc})", where=f"output_dir={path}",
                          fix="choose a writable folder: output_dir=/path/to/outputs") from None

@@ -307,3 +307,16 @@ def test_a_swap_killed_between_renames_is_recovered(tmp_path):
     assert not (tmp_path / "lora_adapter_best.old").exists()
     recover(dest)  # nothing to do: a no-op
     assert (dest / "adapter_model.safetensors").read_bytes() == b"weights"
+
+
+def test_parallel_points_check_one_output_folder_at_once(tmp_path):
+    """The points of a parallel sweep start together and each proves the output folder writable:
+    a shared probe file made one of them fail with ENOENT when the other removed it first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orchestrator.artifacts import check_output_dir
+
+    out = tmp_path / "outputs"
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: check_output_dir(str(out)), range(2000)))
+    assert out.is_dir() and list(out.iterdir()) == []  # every probe cleaned up
