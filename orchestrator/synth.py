@@ -327,9 +327,13 @@ def make_test_set(out_dir: str | os.PathLike[str], *, jobs: int = 2) -> dict[str
 DEMO_SEED = 20261121
 GENERAL_VOICES = ("en-us", "en-gb-x-rp")  # what the demo base model is pretrained on
 DOMAIN_VOICE = "en-gb-scotland"  # the domain's accent, never heard in pretraining
-# Sentence pools, sliced into disjoint sets: (first, last) indices into one seeded unique list.
-DEMO_GENERAL = {"heldout": (0, 500), "replay": (500, 1500), "pretrain": (1500, 11500)}
-DEMO_ATC = {"domain_eval": (0, 600), "domain_train": (600, 1100), "pretrain": (1100, 1300)}
+# Sentence pools, sliced into disjoint sets: (first, last) index ranges into one seeded unique
+# list. The pool's start is rich in short sentences (their templates run out of new sentences
+# early); its later part is like the base's pretraining data. The heldout set takes from both:
+# 1,500 utterances make the 95% interval of a heldout WER change narrow enough to judge the
+# 0.2-point criterion (500 left it at about +-0.55 points).
+DEMO_GENERAL = {"heldout": ((0, 500), (11500, 12500)), "replay": ((500, 1500),), "pretrain": ((1500, 11500),)}
+DEMO_ATC = {"domain_eval": ((0, 500),), "domain_train": ((600, 1100),), "pretrain": ((1100, 1300),)}
 DEMO_SETS = {  # name -> (sentence family, voices, speed range, seed for voice/speed/pitch draws)
     "heldout": ("general", GENERAL_VOICES, (140, 200), 11),
     "replay": ("general", GENERAL_VOICES, (140, 200), 12),
@@ -340,13 +344,15 @@ DEMO_SETS = {  # name -> (sentence family, voices, speed range, seed for voice/s
 
 def demo_sentences() -> dict[str, list[str]]:
     """Every demo and pretraining set's sentences; no sentence is in two sets (checked)."""
-    general = general_sentences(DEMO_GENERAL["pretrain"][1], DEMO_SEED)
-    atc = atc_sentences(DEMO_ATC["pretrain"][1], DEMO_SEED)
-    out = {name: general[a:b] for name, (a, b) in DEMO_GENERAL.items() if name != "pretrain"}
-    out |= {name: atc[a:b] for name, (a, b) in DEMO_ATC.items() if name != "pretrain"}
-    a, b = DEMO_GENERAL["pretrain"]
-    c, d = DEMO_ATC["pretrain"]
-    out["pretrain"] = general[a:b] + atc[c:d]
+    def sliced(pool: list[str], ranges: Sequence[tuple[int, int]]) -> list[str]:
+        return [s for a, b in ranges for s in pool[a:b]]
+
+    # prefix-stable generators: a longer pool starts with the same sentences
+    general = general_sentences(max(b for ranges in DEMO_GENERAL.values() for _, b in ranges), DEMO_SEED)
+    atc = atc_sentences(max(b for ranges in DEMO_ATC.values() for _, b in ranges), DEMO_SEED)
+    out = {name: sliced(general, ranges) for name, ranges in DEMO_GENERAL.items() if name != "pretrain"}
+    out |= {name: sliced(atc, ranges) for name, ranges in DEMO_ATC.items() if name != "pretrain"}
+    out["pretrain"] = sliced(general, DEMO_GENERAL["pretrain"]) + sliced(atc, DEMO_ATC["pretrain"])
     check_disjoint(out)
     return out
 
@@ -361,8 +367,8 @@ def check_disjoint(sets: dict[str, Sequence[str]]) -> None:
 
 
 def make_demo_set(out_dir: str | os.PathLike[str], *, jobs: int = 2) -> dict[str, Path]:
-    """The demo campaign's manifests: heldout (500 general), replay (1,000 general),
-    domain_eval (600 ATC) and domain_train (500 ATC, a voice the base never heard)."""
+    """The demo campaign's manifests: heldout (1,500 general), replay (1,000 general),
+    domain_eval (500 ATC) and domain_train (500 ATC, a voice the base never heard)."""
     out = Path(out_dir)
     sentences = demo_sentences()
     paths = {}

@@ -12,7 +12,9 @@ bash scripts/setup.sh
 # Two processes with one thread each use 2 cores better than one process with two threads.
 export OMP_NUM_THREADS=1
 PARALLEL=(hydra/launcher=joblib hydra.launcher.n_jobs=2)
-.venv/bin/orchestrator -m +exp=demo_universal_lora,demo_harmful,demo_dora,demo_decoder_only "${PARALLEL[@]}"
-.venv/bin/orchestrator -m +exp=demo_lr_sweep optim.lr=1e-4,3e-4 "${PARALLEL[@]}"
+# the LR sweep declared in conf/exp/demo_universal_lora.yaml (hydra.sweeper.params), then the
+# rest of the campaign: DoRA on one worker, the short harmful run then the decoder on the other
+.venv/bin/orchestrator -m +exp=demo_universal_lora "${PARALLEL[@]}"
+.venv/bin/orchestrator -m +exp=demo_dora,demo_harmful,demo_decoder_only "${PARALLEL[@]}"
 .venv/bin/orchestrator report
 .venv/bin/orchestrator runs

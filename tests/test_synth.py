@@ -108,7 +108,7 @@ def test_demo_sets_are_disjoint_and_large_enough() -> None:
     from orchestrator.synth import DEMO_SETS, DOMAIN_VOICE, GENERAL_VOICES, check_disjoint, demo_sentences
 
     sets = demo_sentences()
-    assert len(sets["domain_eval"]) >= 500 and len(sets["heldout"]) >= 500
+    assert len(sets["domain_eval"]) >= 500 and len(sets["heldout"]) >= 1500
     assert len(sets["domain_train"]) >= 500 and len(sets["pretrain"]) >= 10_000
     all_sentences = [s for group in sets.values() for s in group]
     assert len(all_sentences) == len(set(all_sentences))  # no sentence in two sets
@@ -123,10 +123,14 @@ def test_demo_set_renders_through_the_same_path(tmp_path: Path, monkeypatch) -> 
     """make_demo_set on a cut-down pool: every manifest is real speech, audio files unshared."""
     import orchestrator.synth as synth
 
-    monkeypatch.setattr(synth, "DEMO_GENERAL", {"heldout": (0, 3), "replay": (3, 6), "pretrain": (6, 9)})
-    monkeypatch.setattr(synth, "DEMO_ATC", {"domain_eval": (0, 3), "domain_train": (3, 6), "pretrain": (6, 8)})
+    monkeypatch.setattr(synth, "DEMO_GENERAL", {"heldout": ((0, 2), (9, 10)), "replay": ((2, 5),),
+                                                "pretrain": ((5, 9),)})
+    monkeypatch.setattr(synth, "DEMO_ATC", {"domain_eval": ((0, 3),), "domain_train": ((3, 6),), "pretrain": ((6, 8),)})
     paths = synth.make_demo_set(tmp_path)
     assert sorted(paths) == ["domain_eval", "domain_train", "heldout", "replay"]
     audio = [u.audio_filepath for p in paths.values() for u in read_manifest(p)]
     assert len(audio) == 12 and len(set(audio)) == 12
+    # a set made of two ranges takes both, in order: the second after the pretraining slice
+    general = synth.general_sentences(10, synth.DEMO_SEED)
+    assert [u.text for u in read_manifest(paths["heldout"])] == general[0:2] + general[9:10]
     assert all(audio_info(a)[1] == 16000 for a in audio)
