@@ -7,7 +7,7 @@
 # Running it again skips every finished run (same identity hash) and resumes interrupted ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --demo
 .venv/bin/python -m orchestrator.synth --set demo
 # Two processes with one thread each use 2 cores better than one process with two threads.
 export OMP_NUM_THREADS=1
