@@ -63,8 +63,8 @@ def decode(model, processor, bank: AudioBank, utts: Sequence[Utterance], *, batc
            tokens_per_second: float, device: torch.device, with_loss: bool = True, desc: str = "decode",
            progress: bool = True) -> Decoded:
     """Longest-first batches, so each batch pads little and gets a token budget bound to its own
-    longest utterance; one generate per batch. With the loss, the batch is encoded once and the
-    loss pass and generate each decode from their own copy of the encoder states (bit-identical
+    longest utterance; one generate per batch. With the loss, the batch is encoded once: the loss
+    pass decodes from a copy of the encoder states and generate from the originals (bit-identical
     to two encoder passes: tests/test_inference.py)."""
     model.eval()
     bank.prepare(u.audio_filepath for u in utts)  # the manifest's audio, from the disk cache when there is one
@@ -81,7 +81,7 @@ def decode(model, processor, bank: AudioBank, utts: Sequence[Utterance], *, batc
             n_tokens = int((labels != -100).sum())
             loss_sum += float(model(encoder_outputs=_fresh(encoded), labels=labels).loss) * n_tokens
             token_count += n_tokens
-            inputs = {"encoder_outputs": _fresh(encoded)}
+            inputs = {"encoder_outputs": encoded}  # the last use: generate may change it in place
         generated = model.generate(**inputs, max_new_tokens=token_budget(batch, tokens_per_second))
         texts.update(zip(idx, processor.batch_decode(generated, skip_special_tokens=True)))
     loss = loss_sum / token_count if token_count else math.nan
@@ -99,7 +99,7 @@ def evaluate(model, processor, bank: AudioBank, utts: Sequence[Utterance], *, ba
              tokens_per_second: float, device: torch.device, desc: str = "eval",
              progress: bool = True, with_loss: bool = True) -> EvalResult:
     """Decode and score `utts`: corpus WER, per-utterance errors and (`with_loss`) the
-    teacher-forced loss, a second forward pass per batch (nan without it)."""
+    teacher-forced loss, a second decoder pass per batch (nan without it)."""
     decoded = decode(model, processor, bank, utts, batch_size=batch_size, tokens_per_second=tokens_per_second,
                      device=device, with_loss=with_loss, desc=desc, progress=progress)
     references = [normalize(u.text) for u in utts]

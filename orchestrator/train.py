@@ -189,7 +189,7 @@ def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path) -> Non
     best = next(a for a in run.artifacts if a.kind == "lora_adapter_best")
     interval = next(i for i in run.intervals if i.step == best.step)
     loaded = inference.load_adapter(Path(best.path), device=spec.device)
-    # WERs only: the loss pass would double the encoder work and parity does not compare it
+    # WERs only: parity does not compare the loss, so it skips that decoder pass
     domain = inference.evaluate_manifest(loaded, spec.eval.domain_manifest, progress=False, with_loss=False)
     heldout = inference.evaluate_manifest(loaded, spec.eval.heldout_manifest, progress=False, with_loss=False)
     passed = domain.wer == interval.domain_wer and heldout.wer == interval.heldout_wer
