@@ -49,7 +49,7 @@ class Result:
 def speech_manifest(n: int = 500) -> Path:
     """`n` utterances of espeak-ng speech, half everyday English, half ATC phraseology, four
     voices and varied speed: durations from about 1 to 6 s. Rendered once into the cache."""
-    from orchestrator.synth import atc_sentences, general_sentences, synthesize, write_manifest
+    from orchestrator.data.synth import atc_sentences, general_sentences, synthesize, write_manifest
 
     out = CACHE / "speech"
     path = out / f"speech-{n}.jsonl"
@@ -73,19 +73,19 @@ def sub_manifest(source: Path, n: int, name: str) -> Path:
 
 def tiny_random() -> Path:
     """The project's tiny_random Moonshine v2 (orchestrator.modeling.build_tiny_random)."""
-    from orchestrator.modeling import build_tiny_random
+    from orchestrator.training.modeling import build_tiny_random
 
     path = CACHE / "models" / "tiny_random"
     return path if (path / "config.json").exists() else build_tiny_random(path)
 
 
 def streaming_tiny_random() -> Path:
-    """The full Moonshine streaming-tiny architecture (orchestrator/architectures/), random weights,
+    """The full Moonshine streaming-tiny architecture (orchestrator/training/architectures/), random weights,
     with the project's character tokenizer (the real one needs the hub; ids stay in its vocab)."""
     import torch
     from transformers import AutoConfig, MoonshineStreamingForConditionalGeneration
 
-    from orchestrator.modeling import ARCHITECTURES, char_tokenizer, streaming_processor
+    from orchestrator.training.modeling import ARCHITECTURES, char_tokenizer, streaming_processor
 
     path = CACHE / "models" / "streaming_tiny_random"
     if (path / "config.json").exists():

@@ -28,8 +28,8 @@ def load(model_path: Path, device: str, tokens_per_second: float | None = None):
     """The model with a LoRA adapter as a run attaches it, and the run settings (default eval conf)."""
     import torch
 
-    from orchestrator import adapter, modeling, targets
-    from orchestrator.spec import spec_from_overrides
+    from orchestrator.training import adapter, modeling, targets
+    from orchestrator.config.spec import spec_from_overrides
 
     budget = [] if tokens_per_second is None else [f"model.tokens_per_second={tokens_per_second}"]
     spec = spec_from_overrides(["model=tiny_random", f"model.id={model_path}", "model.build=null",
@@ -54,9 +54,9 @@ def measure(n: int = 500, *, device: str = "cpu", bf16: bool = False, model_path
             tokens_per_second: float | None = None, one_at_a_time: bool = True) -> list[Result]:
     import torch
 
-    from orchestrator.batching import AudioBank
-    from orchestrator.evaluate import evaluate
-    from orchestrator.manifest import read_manifest
+    from orchestrator.data.batching import AudioBank
+    from orchestrator.training.evaluate import evaluate
+    from orchestrator.data.manifest import read_manifest
 
     utts = read_manifest(speech_manifest(500))[:n]
     audio_s = sum(u.duration for u in utts)

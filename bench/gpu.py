@@ -1,5 +1,5 @@
 """On a GPU: train step time and evaluation real-time factor of the full Moonshine streaming-tiny
-architecture (random weights, built from orchestrator/architectures/), in bf16 autocast.
+architecture (random weights, built from orchestrator/training/architectures/), in bf16 autocast.
 
 Skipped (one line saying so) when no CUDA device is visible. The step times come from
 bench.train_step (ours, bare loop and Seq2SeqTrainer with bf16=True, side by side); the

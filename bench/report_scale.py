@@ -63,10 +63,10 @@ def _config(lr: float, experiment: str) -> dict:
 def build(path: Path, n_runs: int, n_intervals: int) -> None:
     from sqlalchemy import insert
 
-    from orchestrator.paths import DEFAULT_CRITERIA, declared_experiments
+    from orchestrator.config.paths import DEFAULT_CRITERIA, declared_experiments
     from orchestrator.registry import Store
     from orchestrator.registry.models import SqlArtifact, SqlCheck, SqlInterval, SqlRun
-    from orchestrator.verdicts import load_criteria
+    from orchestrator.config.criteria import load_criteria
 
     store = Store(f"sqlite:///{path}")  # the real schema, at alembic head
     engine = store._engine

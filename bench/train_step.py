@@ -49,7 +49,7 @@ QUICK = {"tiny_random": (8, 1), "streaming_tiny": (3, 1)}  # --quick: (steps, ro
 
 def make_spec(setting: Setting, steps: int, work: Path, registry: str, device: str):
     """The run spec of one round: run folders, audio cache and registry under `work` (temporary)."""
-    from orchestrator.spec import spec_from_overrides
+    from orchestrator.config.spec import spec_from_overrides
 
     speech = speech_manifest()
     tiny_eval = sub_manifest(speech, 2, "eval-2")  # the runner evaluates at step 0 and the end: not timed
@@ -70,7 +70,7 @@ def autocast(device, bf16: bool):
 def model_with_adapter(spec):
     import torch
 
-    from orchestrator import adapter, modeling, targets
+    from orchestrator.training import adapter, modeling, targets
 
     device = modeling.resolve_device(spec.device)
     model, processor = modeling.load(spec.model, device)
@@ -84,7 +84,7 @@ def padding(batches_lengths: list[list[int]]) -> float:
 
 
 def run_ours(spec, bf16: bool) -> StepClock:
-    from orchestrator import modeling, train
+    from orchestrator.training import modeling, loop as train
     from orchestrator.registry import Store
 
     device = modeling.resolve_device(spec.device)
@@ -98,8 +98,8 @@ def run_ours(spec, bf16: bool) -> StepClock:
 
 
 def ours_batches(spec):
-    from orchestrator.batching import training_stream
-    from orchestrator.manifest import read_manifest
+    from orchestrator.data.batching import training_stream
+    from orchestrator.data.manifest import read_manifest
 
     stream = training_stream(read_manifest(spec.data.train_manifest), spec.optim.batch_size, spec.optim.seed,
                              bucketing=spec.data.bucketing)
@@ -110,8 +110,8 @@ def run_bare(spec, bf16: bool) -> StepClock:
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from orchestrator.audio_cache import cache_dir
-    from orchestrator.batching import AudioBank, model_inputs
+    from orchestrator.data.audio_cache import cache_dir
+    from orchestrator.data.batching import AudioBank, model_inputs
 
     model, processor, device = model_with_adapter(spec)
     batches = ours_batches(spec)
@@ -154,9 +154,9 @@ class SpeechCollator:
 def run_trainer(spec, bf16: bool, out: Path) -> tuple[StepClock, float]:
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-    from orchestrator.audio_cache import cache_dir
-    from orchestrator.batching import AudioBank
-    from orchestrator.manifest import read_manifest
+    from orchestrator.data.audio_cache import cache_dir
+    from orchestrator.data.batching import AudioBank
+    from orchestrator.data.manifest import read_manifest
 
     model, processor, device = model_with_adapter(spec)
     utts = read_manifest(spec.data.train_manifest)
@@ -181,7 +181,7 @@ def measure(setting: Setting, *, steps: int, rounds: int, device: str = "cpu", b
 
     import torch
 
-    from orchestrator.batching import AudioBank, model_inputs
+    from orchestrator.data.batching import AudioBank, model_inputs
 
     # one torch thread on the CPU: CPU time is the step's own cost (see StepClock); else wall time
     cpu = device == "cpu" and torch.get_num_threads() == 1

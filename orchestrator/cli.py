@@ -85,7 +85,7 @@ def first_of_sweeps(overrides: list[str]) -> list[str]:
 
 def hydra_error_line(exc: Exception) -> str:
     from hydra.errors import MissingConfigException
-    from orchestrator.paths import declared_experiments
+    from orchestrator.config.paths import declared_experiments
 
     if isinstance(exc, MissingConfigException) and "exp/" in str(exc):
         name = str(exc).split("exp/", 1)[1].split("'", 1)[0]
@@ -101,7 +101,7 @@ def run_hydra(argv: list[str], debug: bool) -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from orchestrator import spec as specs
+    from orchestrator.config import spec as specs
 
     if "--rerun" in argv:  # the flag form of rerun=true
         argv = [a for a in argv if a != "--rerun"] + ["rerun=true"]
@@ -111,7 +111,7 @@ def run_hydra(argv: list[str], debug: bool) -> None:
     informational = any(a in HYDRA_INFO_FLAGS or a.startswith("--info") for a in argv)
     first = None
     try:  # validate the composition up front: one clear line instead of Hydra's report
-        from orchestrator.launchers import check_exp_launchers
+        from orchestrator.config.launchers import check_exp_launchers
 
         if not informational:
             check_exp_launchers(overrides, multirun)
@@ -153,8 +153,8 @@ def check_before_torch(spec) -> None:
     opened in seconds, before torch loads. The manifests' audio is decoded here once; the run
     reuses the result (manifest.load_split keeps it while the files are unchanged). The registry
     is created/migrated here, once, before a sweep's jobs open it."""
-    from orchestrator.artifacts import check_output_dir
-    from orchestrator.manifest import load_splits
+    from orchestrator.artifacts.atomic import check_output_dir
+    from orchestrator.data.manifest import load_splits
     from orchestrator.registry import Store
 
     load_splits(spec.manifests, spec.data)
@@ -163,7 +163,7 @@ def check_before_torch(spec) -> None:
 
 
 def train_one(spec, sweep_id: str | None = None) -> str:
-    from orchestrator import train
+    from orchestrator.training import loop as train
     from orchestrator.registry import Store
 
     store = Store(spec.registry.url)
@@ -267,9 +267,9 @@ def open_existing(url: str):
 
 def cmd_report(args) -> None:
     with _collector_paused():
-        from orchestrator.paths import DEFAULT_CRITERIA, declared_experiments
+        from orchestrator.config.paths import DEFAULT_CRITERIA, declared_experiments
         from orchestrator.report import run_sections, write_report
-        from orchestrator.verdicts import load_criteria
+        from orchestrator.config.criteria import load_criteria
 
         store = open_existing(args.registry)
         try:
@@ -331,9 +331,9 @@ def parse_wer_point(text: str) -> dict:
 
 
 def cmd_record(args) -> None:
-    from orchestrator.paths import DEFAULT_CRITERIA
+    from orchestrator.config.paths import DEFAULT_CRITERIA
     from orchestrator.registry import Store
-    from orchestrator.verdicts import load_criteria
+    from orchestrator.config.criteria import load_criteria
 
     points = [parse_wer_point(text) for text in args.wer]
     criteria = load_criteria(DEFAULT_CRITERIA)
@@ -349,7 +349,7 @@ def cmd_record(args) -> None:
 
 
 def cmd_doctor(args) -> None:
-    from orchestrator.doctor import diagnose
+    from orchestrator.registry.doctor import diagnose
 
     store = open_existing(args.registry)
     try:
@@ -367,7 +367,7 @@ def cmd_doctor(args) -> None:
 
 
 def cmd_runs(args) -> None:
-    from orchestrator.liveness import settle
+    from orchestrator.registry.liveness import settle
 
     store = open_existing(args.registry)
     runs = settle(store.list_runs())  # `running` with no live process reads `interrupted`
@@ -383,7 +383,7 @@ def cmd_runs(args) -> None:
 
 
 def cmd_resume(args) -> None:
-    from orchestrator import resume
+    from orchestrator.training import resume
 
     logging.basicConfig(format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     log.setLevel(logging.INFO)
@@ -400,7 +400,7 @@ def cmd_resume(args) -> None:
 
 
 def cmd_plan(args) -> None:
-    from orchestrator.plan import make_plan, render_plan
+    from orchestrator.training.plan import make_plan, render_plan
 
     plan = make_plan(args.overrides)
     print(json.dumps(plan, indent=2) if args.json else render_plan(plan))
@@ -409,7 +409,7 @@ def cmd_plan(args) -> None:
 # --- eval, transcribe, manifest (the work is in orchestrator.inference / manifest / manifest_tools) ---
 
 def cmd_eval(args) -> None:
-    from orchestrator.inference import evaluate_manifest, load_adapter
+    from orchestrator.training.inference import evaluate_manifest, load_adapter
 
     loaded = load_adapter(args.adapter, model_id=args.model, device=args.device)
     result = evaluate_manifest(loaded, args.manifest, progress=not args.json)
@@ -421,11 +421,11 @@ def cmd_eval(args) -> None:
 
 
 def cmd_transcribe(args) -> None:
-    from orchestrator.audio import audio_info
+    from orchestrator.data.audio import audio_info
 
     for path in args.audio:  # fail before loading a model
         audio_info(path)
-    from orchestrator.inference import load_adapter, transcribe
+    from orchestrator.training.inference import load_adapter, transcribe
 
     loaded = load_adapter(args.adapter, model_id=args.model, device=args.device)
     for path, text in zip(args.audio, transcribe(loaded, args.audio)):
@@ -434,7 +434,7 @@ def cmd_transcribe(args) -> None:
 
 def cmd_manifest(args) -> None:
     if args.manifest_command == "validate":
-        from orchestrator.manifest import validate_manifest
+        from orchestrator.data.manifest import validate_manifest
 
         problems = validate_manifest(args.file)
         for problem in problems:
@@ -445,12 +445,12 @@ def cmd_manifest(args) -> None:
         if errors:
             sys.exit(EXIT_USER_ERROR)
     elif args.manifest_command == "stats":
-        from orchestrator.manifest_tools import manifest_stats, render_stats
+        from orchestrator.data.manifest_tools import manifest_stats, render_stats
 
         stats = manifest_stats(args.file)
         print(json.dumps(stats, indent=2) if args.json else render_stats(stats))
     else:
-        from orchestrator.manifest_tools import expand_manifest
+        from orchestrator.data.manifest_tools import expand_manifest
 
         print(expand_manifest(args.pool, args.out, size=args.size, exclude=args.exclude, seed=args.seed,
                               bins=args.bins).summary())

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.liveness import settle
+from orchestrator.registry.liveness import settle
 from orchestrator.registry import Interval, Run
-from orchestrator.verdicts import (LR_WARNING, NA, PLANNED, TITLES, Comparison, CriteriaConf, RunVerdict,
-                                   Selection, UtteranceSource, criteria_for, judge, matrix_status, select_best)
+from orchestrator.config.criteria import LR_WARNING, CriteriaConf
+from orchestrator.acceptance.verdicts import (NA, PLANNED, TITLES, Comparison, RunVerdict, UtteranceSource, criteria_for, judge, matrix_status)
+from orchestrator.selection import Selection, select_best
 
 if TYPE_CHECKING:
     import numpy as np

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --demo
-.venv/bin/python -m orchestrator.synth --set demo
+.venv/bin/python -m orchestrator.data.synth --set demo
 # Two processes with one thread each use 2 cores better than one process with two threads.
 export OMP_NUM_THREADS=1
 PARALLEL=(hydra/launcher=joblib hydra.launcher.n_jobs=2)

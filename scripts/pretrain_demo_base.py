@@ -1,7 +1,7 @@
 """Pretrain the demo's base model: a small Moonshine v2 trained from scratch on general espeak speech.
 
-    python -m orchestrator.synth --set demo        # heldout + domain eval sets (manifests/demo)
-    python -m orchestrator.synth --set pretrain    # 10,200 training utterances (data/pretrain)
+    python -m orchestrator.data.synth --set demo        # heldout + domain eval sets (manifests/demo)
+    python -m orchestrator.data.synth --set pretrain    # 10,200 training utterances (data/pretrain)
     python scripts/pretrain_demo_base.py --out demo/base
 
 Same code path as the real model: `MoonshineStreamingForConditionalGeneration` built from a
@@ -29,10 +29,10 @@ import torch
 from transformers import (AutoModelForSpeechSeq2Seq, MoonshineStreamingConfig,
                           MoonshineStreamingForConditionalGeneration)
 
-from orchestrator.audio import load_audio
-from orchestrator.manifest import read_manifest
-from orchestrator.modeling import char_tokenizer, streaming_processor
-from orchestrator.textnorm import normalize
+from orchestrator.data.audio import load_audio
+from orchestrator.data.manifest import read_manifest
+from orchestrator.training.modeling import char_tokenizer, streaming_processor
+from orchestrator.data.textnorm import normalize
 
 log = logging.getLogger("pretrain")
 

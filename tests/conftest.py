@@ -25,14 +25,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.fixture(scope="session")
 def speech(tmp_path_factory) -> dict[str, Path]:
     """train / domain / heldout manifests of espeak-ng speech (16 kHz mono WAV)."""
-    from orchestrator.synth import make_test_set
+    from orchestrator.data.synth import make_test_set
 
     return make_test_set(tmp_path_factory.mktemp("speech"))
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from orchestrator.modeling import build_tiny_random
+    from orchestrator.training.modeling import build_tiny_random
 
     return build_tiny_random(tmp_path_factory.mktemp("ckpt") / "tiny_random")
 

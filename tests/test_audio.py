@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from orchestrator.audio import audio_info, inspect_audio, load_audio
+from orchestrator.data.audio import audio_info, inspect_audio, load_audio
 from orchestrator.errors import AudioError
-from orchestrator.synth import synthesize
+from orchestrator.data.synth import synthesize
 
 
 def _rms(x: np.ndarray) -> float:

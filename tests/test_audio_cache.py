@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from orchestrator.artifacts import sha256_file
-from orchestrator.audio import load_audio
-from orchestrator.audio_cache import AudioCache
-from orchestrator.batching import AudioBank, model_inputs
-from orchestrator.manifest import read_manifest
-from orchestrator.modeling import char_tokenizer, streaming_processor
-from orchestrator.schema import DataConf
+from orchestrator.artifacts.atomic import sha256_file
+from orchestrator.data.audio import load_audio
+from orchestrator.data.audio_cache import AudioCache
+from orchestrator.data.batching import AudioBank, model_inputs
+from orchestrator.data.manifest import read_manifest
+from orchestrator.training.modeling import char_tokenizer, streaming_processor
+from orchestrator.config.schema import DataConf
 
 from conftest import ROOT
 
@@ -103,7 +103,7 @@ def test_key_follows_content_and_settings_not_names(files, tmp_path):
 
 WRITER = """
 import sys
-from orchestrator.audio_cache import AudioCache
+from orchestrator.data.audio_cache import AudioCache
 paths = sys.argv[2:]
 waves = AudioCache(sys.argv[1], sample_rate=16000, rms_target=0.075).load(paths)
 print(sum(waves[p].size for p in paths))

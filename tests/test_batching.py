@@ -10,16 +10,15 @@ import pytest
 import torch
 from transformers import AutoProcessor
 
-from orchestrator import train
-from orchestrator.audio_cache import cache_dir
-from orchestrator.batching import (AudioBank, label_ids, model_inputs, pad_waves, raw_audio_layout, replay_share,
-                                   train_batches, training_stream)
+from orchestrator.training import loop as train
+from orchestrator.data.audio_cache import cache_dir
+from orchestrator.data.batching import (AudioBank, label_ids, model_inputs, pad_waves, raw_audio_layout, replay_share, train_batches, training_stream)
 from orchestrator.errors import ConfigError
-from orchestrator.manifest import Utterance, read_manifest
-from orchestrator.modeling import char_tokenizer, streaming_processor
+from orchestrator.data.manifest import Utterance, read_manifest
+from orchestrator.training.modeling import char_tokenizer, streaming_processor
 from orchestrator.registry import Store
-from orchestrator.schema import DataConf
-from orchestrator.spec import spec_from_overrides
+from orchestrator.config.schema import DataConf
+from orchestrator.config.spec import spec_from_overrides
 
 
 def _utts(n: int, seed: int = 0, prefix: str = "u") -> list[Utterance]:

@@ -5,8 +5,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from orchestrator.errors import ConfigError
-from orchestrator.paths import declared_experiments
-from orchestrator.spec import build_spec, compose, spec_from_overrides
+from orchestrator.config.paths import declared_experiments
+from orchestrator.config.spec import build_spec, compose, spec_from_overrides
 
 SEEDS = {  # experiment -> (model, adapter kind, target preset, lr, steps)
     "exp_2_3_v2_bridge_focus": ("moonshine_streaming_tiny", "lora", "all_linear", 1e-5, 1000),

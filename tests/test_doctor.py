@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.doctor import diagnose
+from orchestrator.registry.doctor import diagnose
 from orchestrator.registry import Store
 
 from conftest import cli

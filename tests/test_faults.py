@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator import train
-from orchestrator.checkpoint import CHECKPOINT
-from orchestrator.doctor import diagnose
+from orchestrator.training import loop as train
+from orchestrator.training.checkpoint import CHECKPOINT
+from orchestrator.registry.doctor import diagnose
 from orchestrator.registry import Store
-from orchestrator.spec import spec_from_overrides
+from orchestrator.config.spec import spec_from_overrides
 
 CTX = multiprocessing.get_context("forkserver")
-CTX.set_forkserver_preload(["orchestrator.cli", "orchestrator.train"])
+CTX.set_forkserver_preload(["orchestrator.cli", "orchestrator.training.loop"])
 DEADLINE_S = 240
 SEED = 8  # the kill schedule: seeded, so a failure can be replayed
 
@@ -257,10 +257,10 @@ def test_non_finite_loss_stops_the_run_keeping_intervals_and_best_adapter(speech
 def _adapter_child(checkpoint_dir: str, dest: str, limit: int, out: str) -> None:
     """Save an adapter, change it, then save it again under a file-size limit it cannot fit."""
     torch.set_num_threads(1)
-    from orchestrator import adapter, modeling, targets
-    from orchestrator.artifacts import save_adapter
+    from orchestrator.training import adapter, modeling, targets
+    from orchestrator.artifacts.atomic import save_adapter
     from orchestrator.errors import WriteError
-    from orchestrator.schema import AdapterConf, ModelConf, TargetsConf
+    from orchestrator.config.schema import AdapterConf, ModelConf, TargetsConf
 
     model, _ = modeling.load(ModelConf(name="t", id=checkpoint_dir), torch.device("cpu"))
     peft_model = adapter.attach(model, AdapterConf(), targets.resolve(model, TargetsConf(
@@ -280,7 +280,7 @@ def _adapter_child(checkpoint_dir: str, dest: str, limit: int, out: str) -> None
 
 
 def test_a_failing_adapter_write_keeps_the_previous_adapter(tiny_checkpoint, tmp_path):
-    from orchestrator.artifacts import ADAPTER_WEIGHTS, sha256_file
+    from orchestrator.artifacts.atomic import ADAPTER_WEIGHTS, sha256_file
 
     dest, out = tmp_path / "lora_adapter_best", tmp_path / "out.json"
     proc = CTX.Process(target=_adapter_child, args=(str(tiny_checkpoint), str(dest), 8_000, str(out)))
@@ -297,7 +297,7 @@ def test_a_failing_adapter_write_keeps_the_previous_adapter(tiny_checkpoint, tmp
 def test_a_swap_killed_between_renames_is_recovered(tmp_path):
     """Where renameat2(RENAME_EXCHANGE) is missing, the swap is two renames; a kill between them
     leaves `<name>.old` (complete) and no `<name>`: the next save, and recover(), put it back."""
-    from orchestrator.artifacts import recover
+    from orchestrator.artifacts.atomic import recover
 
     dest = tmp_path / "lora_adapter_best"
     (tmp_path / "lora_adapter_best.old").mkdir()
@@ -314,7 +314,7 @@ def test_parallel_points_check_one_output_folder_at_once(tmp_path):
     a shared probe file made one of them fail with ENOENT when the other removed it first."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from orchestrator.artifacts import check_output_dir
+    from orchestrator.artifacts.atomic import check_output_dir
 
     out = tmp_path / "outputs"
     with ThreadPoolExecutor(8) as pool:

@@ -6,13 +6,13 @@ import shutil
 
 import pytest
 
-from orchestrator import train
+from orchestrator.training import loop as train
 from orchestrator.cli import main
-from orchestrator.textnorm import normalize
-from orchestrator.inference import evaluate_manifest, load_adapter, transcribe
+from orchestrator.data.textnorm import normalize
+from orchestrator.training.inference import evaluate_manifest, load_adapter, transcribe
 from orchestrator.registry import Store
-from orchestrator.schema import DataConf
-from orchestrator.spec import spec_from_overrides
+from orchestrator.config.schema import DataConf
+from orchestrator.config.spec import spec_from_overrides
 
 from conftest import cli
 
@@ -123,9 +123,9 @@ def test_one_encoder_pass_decodes_exactly_as_two(trained, speech):
     texts and the loss are bit-identical to a fresh encoder pass for each, on trained PEFT weights."""
     import torch
 
-    from orchestrator.batching import model_inputs
-    from orchestrator.evaluate import decode, token_budget
-    from orchestrator.manifest import read_manifest
+    from orchestrator.data.batching import model_inputs
+    from orchestrator.training.evaluate import decode, token_budget
+    from orchestrator.data.manifest import read_manifest
 
     _, run_dir = trained
     loaded = load_adapter(run_dir / "lora_adapter_last")

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from orchestrator.errors import AudioError, ManifestError
-from orchestrator.manifest import Utterance, filter_by_duration, manifest_sha256, read_manifest
+from orchestrator.data.manifest import Utterance, filter_by_duration, manifest_sha256, read_manifest
 
 
 def _wav(path: Path, seconds: float) -> Path:
@@ -137,7 +137,7 @@ def test_manifest_sha256(data: Path) -> None:
 
 # --- load_split: what a run reads ---------------------------------------------------------------
 
-from orchestrator.manifest import load_split, overlap  # noqa: E402
+from orchestrator.data.manifest import load_split, overlap  # noqa: E402
 
 
 def _audio(path: Path, x: np.ndarray, rate: int = 16000, subtype: str | None = None) -> Path:

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from orchestrator.artifacts import sha256_file
+from orchestrator.artifacts.atomic import sha256_file
 from orchestrator.errors import ManifestError
-from orchestrator.textnorm import normalize
-from orchestrator.manifest import read_manifest, validate_manifest
-from orchestrator.manifest_tools import allocate, expand_manifest, manifest_stats
-from orchestrator.synth import general_sentences
+from orchestrator.data.textnorm import normalize
+from orchestrator.data.manifest import read_manifest, validate_manifest
+from orchestrator.data.manifest_tools import allocate, expand_manifest, manifest_stats
+from orchestrator.data.synth import general_sentences
 
 from conftest import cli
 

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, column, create_engine, event, table, text, update
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.errors import RegistryError
-from orchestrator.evaluate import UtteranceResult
+from orchestrator.training.evaluate import UtteranceResult
 from orchestrator.registry import Interval, Run, Store, UtteranceRow
 from orchestrator.registry import store as store_module
 from orchestrator.registry.models import Base

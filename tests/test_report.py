@@ -15,9 +15,8 @@ import pytest
 from conftest import cli
 from orchestrator.errors import OrchestratorError
 from orchestrator.registry import Interval, Run, Store
-from orchestrator.paths import declared_experiments
-from orchestrator.report import (collect, interval_tables, run_matrix, sweep_sections,
-                                 update_experiments_md, verdict_sections)
+from orchestrator.config.paths import declared_experiments
+from orchestrator.report import (collect, interval_tables, run_matrix, sweep_sections, update_experiments_md, verdict_sections)
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADERS = ["Run ID", "Experiment", "Model", "Steps", "LR", "Adapter", "Target Modules", "Status", "Run state",
@@ -325,7 +324,8 @@ def test_report_imports_no_torch_and_no_training_code() -> None:
     loaded = json.loads(done.stdout)
     assert not [m for m in loaded if m.split(".")[0] in ("torch", "transformers", "peft", "hydra")]
     ours = {m.split(".")[1] for m in loaded if m.startswith("orchestrator.")}
-    assert ours <= {"errors", "registry", "report", "verdicts", "stats", "artifacts", "liveness"}
+    assert ours <= {"errors", "registry", "report", "acceptance", "artifacts", "config", "selection"}
+    assert not ours & {"training", "data", "commands"}
 
 
 def test_a_lone_sweep_point_is_no_sweep_and_a_running_run_is_pending() -> None:

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from conftest import BACKENDS, ROOT, cli, registry_url
-from orchestrator.artifacts import ADAPTER_WEIGHTS, sha256_file
+from orchestrator.artifacts.atomic import ADAPTER_WEIGHTS, sha256_file
 from orchestrator.registry import Store
 from orchestrator.registry.store import HEAD_REVISION, JUDGED_FIELDS
-from orchestrator.report import (INTERVAL_RUNS, VERDICT_RUNS, collect, run_matrix, sweep_sections,
-                                 update_experiments_md, verdict_sections, write_report)
-from orchestrator.stats import loss_trend
-from orchestrator.verdicts import TITLES, CriteriaConf
+from orchestrator.report import (INTERVAL_RUNS, VERDICT_RUNS, collect, run_matrix, sweep_sections, update_experiments_md, verdict_sections, write_report)
+from orchestrator.acceptance.bootstrap import loss_trend
+from orchestrator.acceptance.verdicts import TITLES
+from orchestrator.config.criteria import CriteriaConf
 
 from test_report import cells, make_run, table_lines
 

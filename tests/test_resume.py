@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from orchestrator import liveness, resume, train
+from orchestrator.registry import liveness
+from orchestrator.training import resume, loop as train
 from orchestrator.errors import OrchestratorError, RegistryError
 from orchestrator.registry import Store
-from orchestrator.spec import spec_from_overrides
+from orchestrator.config.spec import spec_from_overrides
 
 from conftest import ROOT, cli, registry_url
 

@@ -9,14 +9,14 @@ import pytest
 import torch
 from peft import PeftModel
 
-from orchestrator import modeling, train
-from orchestrator.artifacts import sha256_file
+from orchestrator.training import modeling, loop as train
+from orchestrator.artifacts.atomic import sha256_file
 from orchestrator.errors import OrchestratorError
 from orchestrator.registry import Store
 from orchestrator.report import update_experiments_md
-from orchestrator.schema import ModelConf
-from orchestrator.spec import spec_from_overrides
-from orchestrator.verdicts import select_best
+from orchestrator.config.schema import ModelConf
+from orchestrator.config.spec import spec_from_overrides
+from orchestrator.selection import select_best
 
 from conftest import cli
 
@@ -147,8 +147,8 @@ def test_seed_target_specs_run_end_to_end_on_tiny_random(run_overrides, exp):
     """The seeds' target presets (and adapter kinds), resolved and trained on tiny_random."""
     from omegaconf import OmegaConf
 
-    from orchestrator.spec import compose
-    from orchestrator.targets import resolve
+    from orchestrator.config.spec import compose
+    from orchestrator.training.targets import resolve
 
     seed = spec_from_overrides([f"+exp={exp}"])
     spec = spec_from_overrides([*run_overrides, f"targets={seed.targets.name}", f"adapter={seed.adapter.kind}",

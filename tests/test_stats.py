@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from orchestrator import stats
-from orchestrator.stats import loss_trend, paired_bootstrap
+from orchestrator.acceptance import bootstrap as stats
+from orchestrator.acceptance.bootstrap import loss_trend, paired_bootstrap
 
 
 def exact_distribution(b_err, words, t_err) -> tuple[np.ndarray, np.ndarray]:

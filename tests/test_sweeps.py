@@ -86,8 +86,8 @@ def test_slurm_launcher_config_extends_submitits_schema():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from orchestrator.paths import CONF_DIR
-    from orchestrator.schema import register
+    from orchestrator.config.paths import CONF_DIR
+    from orchestrator.config.schema import register
 
     register()
     GlobalHydra.instance().clear()

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from orchestrator.audio import audio_info, load_audio
+from orchestrator.data.audio import audio_info, load_audio
 from orchestrator.errors import OrchestratorError
-from orchestrator.manifest import read_manifest
-from orchestrator.synth import (atc_sentences, general_sentences, main, spell_number, synthesize,
-                                write_manifest)
+from orchestrator.data.manifest import read_manifest
+from orchestrator.data.synth import atc_sentences, general_sentences, main, spell_number, synthesize, write_manifest
 
 ATC_WORDS = {"runway", "heading", "flight", "contact", "squawk", "knots", "altimeter", "feet"}
 
@@ -105,7 +104,7 @@ def test_write_manifest_round_trip(tmp_path: Path) -> None:
 
 
 def test_demo_sets_are_disjoint_and_large_enough() -> None:
-    from orchestrator.synth import DEMO_SETS, DOMAIN_VOICE, GENERAL_VOICES, check_disjoint, demo_sentences
+    from orchestrator.data.synth import DEMO_SETS, DOMAIN_VOICE, GENERAL_VOICES, check_disjoint, demo_sentences
 
     sets = demo_sentences()
     assert len(sets["domain_eval"]) >= 500 and len(sets["heldout"]) >= 1500
@@ -121,7 +120,7 @@ def test_demo_sets_are_disjoint_and_large_enough() -> None:
 
 def test_demo_set_renders_through_the_same_path(tmp_path: Path, monkeypatch) -> None:
     """make_demo_set on a cut-down pool: every manifest is real speech, audio files unshared."""
-    import orchestrator.synth as synth
+    import orchestrator.data.synth as synth
 
     monkeypatch.setattr(synth, "DEMO_GENERAL", {"heldout": ((0, 2), (9, 10)), "replay": ((2, 5),),
                                                 "pretrain": ((5, 9),)})

@@ -8,11 +8,11 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForSpeechSeq2Seq, MoonshineStreamingConfig
 
-from orchestrator import adapter, modeling
+from orchestrator.training import adapter, modeling
 from orchestrator.errors import TargetError
-from orchestrator.schema import AdapterConf, ModelConf, TargetsConf
-from orchestrator.spec import compose
-from orchestrator.targets import resolve
+from orchestrator.config.schema import AdapterConf, ModelConf, TargetsConf
+from orchestrator.config.spec import compose
+from orchestrator.training.targets import resolve
 
 from conftest import cli
 
@@ -120,7 +120,7 @@ def test_plan_with_a_proj_spec_fails_in_one_line():
 
 from torch import nn  # noqa: E402
 
-from orchestrator.targets import DORA_SUPPORTED, SUPPORTED, Resolution, TargetModule  # noqa: E402
+from orchestrator.training.targets import DORA_SUPPORTED, SUPPORTED, Resolution, TargetModule  # noqa: E402
 
 
 def test_causal_conv_with_its_own_forward_is_refused_or_skipped(streaming_tiny):

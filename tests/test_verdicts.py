@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.artifacts import ADAPTER_WEIGHTS, sha256_file
+from orchestrator.artifacts.atomic import ADAPTER_WEIGHTS, sha256_file
 from orchestrator.errors import ConfigError
 from orchestrator.registry import Interval, Run, Store
-from orchestrator.stats import paired_bootstrap
-from orchestrator.verdicts import (FAIL, INCONCLUSIVE, NA, PASS, CriteriaConf, judge, load_criteria,
-                                   matrix_status, overall_verdict, select_best, target_report)
+from orchestrator.acceptance.bootstrap import paired_bootstrap
+from orchestrator.acceptance.verdicts import FAIL, INCONCLUSIVE, NA, PASS, judge, matrix_status, overall_verdict
+from orchestrator.config.criteria import CriteriaConf, load_criteria
+from orchestrator.selection import select_best
+from orchestrator.training.targets import target_report
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
@@ -259,7 +261,7 @@ def test_external_run_is_judged_on_what_it_reported(store: Store) -> None:
 
 
 def test_overall_verdict_rules() -> None:
-    from orchestrator.verdicts import Verdict
+    from orchestrator.acceptance.verdicts import Verdict
 
     def v(*statuses: str) -> list[Verdict]:
         return [Verdict(f"c{i}", s, "", "") for i, s in enumerate(statuses)]
@@ -296,8 +298,8 @@ def test_target_report_of_a_real_bridge_resolution() -> None:
     from omegaconf import OmegaConf
     from transformers import AutoModelForSpeechSeq2Seq, MoonshineStreamingConfig
 
-    from orchestrator.spec import compose
-    from orchestrator.targets import resolve
+    from orchestrator.config.spec import compose
+    from orchestrator.training.targets import resolve
 
     with torch.device("meta"):
         model = AutoModelForSpeechSeq2Seq.from_config(MoonshineStreamingConfig(num_key_value_heads=8,
@@ -309,7 +311,7 @@ def test_target_report_of_a_real_bridge_resolution() -> None:
 
 
 def test_importing_verdicts_leaves_torch_and_hydra_unimported() -> None:
-    code = ("import json, sys, orchestrator.verdicts, orchestrator.stats\n"
+    code = ("import json, sys, orchestrator.acceptance.verdicts, orchestrator.acceptance.bootstrap\n"
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'hydra', 'transformers'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)

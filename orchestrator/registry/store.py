@@ -42,8 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import RegistryError
 from orchestrator.registry.entities import Artifact, Check, Interval, Run, UtteranceRow
-from orchestrator.registry.models import (Base, SqlArtifact, SqlCheck, SqlInterval, SqlRun,
-                                          SqlUtteranceResult)
+from orchestrator.registry.models import Base, SqlArtifact, SqlCheck, SqlInterval, SqlRun, SqlUtteranceResult
 
 if TYPE_CHECKING:
     import numpy as np

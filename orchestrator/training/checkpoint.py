@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-from orchestrator.artifacts import fsync_dir
+from orchestrator.artifacts.atomic import fsync_dir
 from orchestrator.errors import WriteError, os_reason
 
 CHECKPOINT = "checkpoint.pt"

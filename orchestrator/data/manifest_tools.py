@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from orchestrator.artifacts import sha256_file
+from orchestrator.artifacts.atomic import sha256_file
 from orchestrator.errors import ManifestError, OrchestratorError
-from orchestrator.manifest import Utterance, read_manifest, read_rows
+from orchestrator.data.manifest import Utterance, read_manifest, read_rows
 
 PERCENTILES = (5, 50, 95)
 
@@ -31,7 +31,7 @@ PERCENTILES = (5, 50, 95)
 
 def manifest_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Utterances, hours, duration percentiles (linear interpolation), words total and per utterance."""
-    from orchestrator.textnorm import normalize
+    from orchestrator.data.textnorm import normalize
 
     utts = read_manifest(path)
     frame = pd.DataFrame({"duration": [u.duration for u in utts],
@@ -131,7 +131,7 @@ def expand_manifest(pool: str | os.PathLike[str], out: str | os.PathLike[str], *
     Rows keep their original fields, in pool order, with absolute audio paths (and "duration"
     filled in from the audio when the pool had none). Fewer eligible than `size` is an error.
     """
-    from orchestrator.textnorm import normalize
+    from orchestrator.data.textnorm import normalize
 
     if size < 1:
         raise OrchestratorError(f"size must be at least 1, got {size}", where="--size", fix="pass --size 500")

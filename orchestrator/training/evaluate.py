@@ -12,9 +12,9 @@ import jiwer
 import torch
 from tqdm.auto import tqdm
 
-from orchestrator.batching import AudioBank, model_inputs
-from orchestrator.manifest import Utterance
-from orchestrator.textnorm import normalize
+from orchestrator.data.batching import AudioBank, model_inputs
+from orchestrator.data.manifest import Utterance
+from orchestrator.data.textnorm import normalize
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import liveness
-from orchestrator.artifacts import ADAPTER_WEIGHTS, sha256_file
+from orchestrator.registry import liveness
+from orchestrator.artifacts.atomic import ADAPTER_WEIGHTS, sha256_file
 from orchestrator.registry import Run, Store
 
 REQUIRED_ARTIFACTS = ("lora_adapter_best", "lora_adapter_last")

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.artifacts import sha256_file
-from orchestrator.audio import load_audio
+from orchestrator.artifacts.atomic import sha256_file
+from orchestrator.data.audio import load_audio
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from transformers import (AutoConfig, AutoModelForSpeechSeq2Seq, AutoProcessor,
                           Wav2Vec2FeatureExtractor)
 
 from orchestrator.errors import ConfigError
-from orchestrator.schema import ModelConf
+from orchestrator.config.schema import ModelConf
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0..3: pad, bos (= decoder start), eos, unk
 

@@ -7,8 +7,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from orchestrator.errors import TargetError
-from orchestrator.schema import AdapterConf
-from orchestrator.targets import DORA_SUPPORTED, Resolution, component_of, unsupported_reason
+from orchestrator.config.schema import AdapterConf
+from orchestrator.training.targets import DORA_SUPPORTED, Resolution, component_of, unsupported_reason
 
 
 def check_kind(model: nn.Module, kind: str, resolution: Resolution) -> None:

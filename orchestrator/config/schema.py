@@ -11,7 +11,7 @@ from typing import List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from orchestrator.verdicts import CriteriaConf  # defined hydra-free there, so the report can use it
+from orchestrator.config.criteria import CriteriaConf  # defined hydra-free there, so the report can use it
 
 
 @dataclass
@@ -20,7 +20,7 @@ class ModelConf:
     id: str = MISSING  # hub id (`UsefulSensors/moonshine-streaming-tiny`) or a local folder
     revision: Optional[str] = None
     build: Optional[str] = None  # recipe that builds `id` locally when the folder is missing
-    architecture: Optional[str] = None  # config shipped in orchestrator/architectures/, for `plan` offline
+    architecture: Optional[str] = None  # config shipped in orchestrator/training/architectures/, for `plan` offline
     tokens_per_second: float = 6.5  # decoding budget: max new tokens per second of audio
 
 

@@ -14,11 +14,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from orchestrator.audio import load_audio
-from orchestrator.audio_cache import AudioCache
-from orchestrator.manifest import Utterance
-from orchestrator.schema import DataConf
-from orchestrator.spec import replay_share
+from orchestrator.data.audio import load_audio
+from orchestrator.data.audio_cache import AudioCache
+from orchestrator.data.manifest import Utterance
+from orchestrator.config.schema import DataConf
+from orchestrator.config.spec import replay_share
 
 BUCKET_BATCHES = 4  # a duration bucket holds this many batches' worth of utterances
 

@@ -4,7 +4,7 @@ Seeded text generators give everyday English and air-traffic-control phraseology
 renders them as 16 kHz mono 16-bit WAVs and returns manifest rows. Same inputs, same bytes:
 re-running skips files that already exist.
 
-    python -m orchestrator.synth --out manifests/test
+    python -m orchestrator.data.synth --out manifests/test
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from orchestrator.audio import audio_info
+from orchestrator.data.audio import audio_info
 from orchestrator.errors import OrchestratorError
 
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +392,7 @@ SETS = {"test": make_test_set, "demo": make_demo_set,
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.synth", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.data.synth", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", choices=sorted(SETS), default="test",
                         help="test: 24 utterances for the tests; demo: the demo campaign's manifests; "

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from orchestrator import liveness
+from orchestrator.registry import liveness
 from orchestrator.errors import OrchestratorError
 from orchestrator.registry import Run, Store
-from orchestrator.spec import RunSpec, build_spec
+from orchestrator.config.spec import RunSpec, build_spec
 
 RUN_CONFIG = "config.yaml"
 
@@ -53,7 +53,7 @@ def _not_resumable_fix(run: Run) -> str:
 def spec_for(run: Run, registry_url: str, root: Path | None = None) -> RunSpec:
     """The run's spec, rebuilt from the config.yaml beside it, writing to `registry_url`. Its
     identity hash must still be the run's: changed manifests or code would not resume exactly."""
-    from orchestrator.schema import RunConf
+    from orchestrator.config.schema import RunConf
 
     folder = liveness.run_dir(run, root)
     path = folder / RUN_CONFIG if folder is not None else None
@@ -74,7 +74,7 @@ def spec_for(run: Run, registry_url: str, root: Path | None = None) -> RunSpec:
 
 def resume(store: Store, runs: Sequence[Run], *, registry_url: str, progress: bool = True) -> list[str]:
     """Continue each run in turn (specs all checked first); returns their ids."""
-    from orchestrator import train
+    from orchestrator.training import loop as train
 
     specs = [spec_for(run, registry_url) for run in runs]
     done = []

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.errors import ConfigError
-from orchestrator.paths import CONF_DIR
+from orchestrator.config.paths import CONF_DIR
 
 
 def _launcher(overrides: Sequence[str]) -> tuple[str | None, Any]:
@@ -24,7 +24,7 @@ def _launcher(overrides: Sequence[str]) -> tuple[str | None, Any]:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from orchestrator.schema import register
+    from orchestrator.config.schema import register
 
     register()
     GlobalHydra.instance().clear()

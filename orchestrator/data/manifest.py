@@ -36,8 +36,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.artifacts import sha256_file
-from orchestrator.audio import AudioFacts, audio_info, inspect_audio
+from orchestrator.artifacts.atomic import sha256_file
+from orchestrator.data.audio import AudioFacts, audio_info, inspect_audio
 from orchestrator.errors import AudioError, ManifestError
 
 
@@ -157,7 +157,7 @@ def _require_file(path: str) -> None:
                             fix="point it at the .jsonl file inside")
     if not os.path.isfile(path):
         raise ManifestError("manifest not found", where=path,
-                            fix="check the path, or build the manifests (python -m orchestrator.synth)")
+                            fix="check the path, or build the manifests (python -m orchestrator.data.synth)")
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[Utterance]:
@@ -231,7 +231,7 @@ def _duration_problem(declared: float, actual: float, tolerance: float) -> tuple
 
 
 def _no_words(text: object) -> tuple[str, str] | None:
-    from orchestrator.textnorm import normalize
+    from orchestrator.data.textnorm import normalize
 
     if isinstance(text, str) and text.strip() and not normalize(text):
         return (f"\"text\" {text!r} has no words once normalised (lower-case, punctuation removed)",
@@ -481,7 +481,7 @@ class Overlap:
 
 def overlap(train: Filtered, other: Filtered) -> Overlap:
     """How much of `other` (an evaluation split) the model also trains on, from `train`."""
-    from orchestrator.textnorm import normalize
+    from orchestrator.data.textnorm import normalize
 
     audio = set(train.sha256.values()) | {u.audio_filepath for u in train.kept}
     texts = {normalize(u.text) for u in train.kept}

@@ -29,14 +29,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from orchestrator.artifacts import ADAPTER_WEIGHTS, sha256_file
-from orchestrator.errors import ConfigError
-from orchestrator.stats import POINTS, corpus_wer, loss_trend, paired_bootstrap
+from orchestrator.acceptance.bootstrap import POINTS, corpus_wer, loss_trend, paired_bootstrap
+from orchestrator.artifacts.atomic import ADAPTER_WEIGHTS, sha256_file
+from orchestrator.config.criteria import CriteriaConf
+from orchestrator.selection import EPS, Selection, select_best
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,9 +49,7 @@ PLANNED = "planned"  # matrix status of a declared experiment with no run
 SPLITS = ("domain", "heldout")
 BEST_ADAPTER = "lora_adapter_best"
 PARITY = "parity"
-EPS = 1e-9  # points: WER arithmetic noise, so 4.92 - 4.72 counts as 0.2
 NO_UTTERANCES = "point estimate, no per-utterance data"
-LR_WARNING = 2e-4  # the seeds saw catastrophic forgetting at and above this learning rate (plan, report flag it)
 TITLES = {
     "domain_reduction": "Domain WER reduction",
     "heldout_regression": "Heldout WER regression",
@@ -61,116 +60,6 @@ TITLES = {
     "parity": "CLI parity",
 }
 DERIVED = {PASS: "passed", FAIL: "failed", INCONCLUSIVE: "inconclusive"}
-
-
-@dataclass
-class CriteriaConf:
-    """Acceptance thresholds (the seeds' values are the defaults). Mutable on purpose: it is
-    also the Hydra schema of the `criteria` config group (orchestrator/schema.py)."""
-
-    min_domain_reduction: float = 1.0  # points: baseline - tuned domain WER must reach this
-    max_heldout_regression: float = 0.2  # points: tuned - baseline heldout WER must stay within
-    stability_window: int = 3  # last N intervals ...
-    max_stability_range: float = 0.5  # ... whose domain WER spread (max - min, points) is bounded
-    bootstrap_replicates: int = 10_000
-    bootstrap_seed: int = 0
-    confidence: float = 0.95  # of the bootstrap percentile interval
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], *, where: str = "criteria", strict: bool = True) -> CriteriaConf:
-        """Build from a plain dict; unknown keys are a ConfigError when `strict` (a user's
-        file), ignored otherwise (a run recorded by a newer version)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown and strict:
-            raise ConfigError(f"unknown criteria key(s) {', '.join(unknown)}", where=where,
-                              fix=f"use {', '.join(sorted(known))}")
-        conf = cls(**{k: v for k, v in values.items() if k in known})
-        conf.validate(where)
-        return conf
-
-    def validate(self, where: str = "criteria") -> None:
-        checks = [
-            (self.stability_window >= 2, "stability_window", "must be >= 2"),
-            (self.max_stability_range >= 0, "max_stability_range", "must be >= 0"),
-            (self.max_heldout_regression >= 0, "max_heldout_regression", "must be >= 0"),
-            (self.bootstrap_replicates >= 100, "bootstrap_replicates", "must be >= 100"),
-            (0 < self.confidence < 1, "confidence", "must be in (0, 1), e.g. 0.95"),
-        ]
-        for ok, key, what in checks:
-            if not ok:
-                raise ConfigError(f"{key} {what}, got {getattr(self, key)!r}", where=f"{where}.{key}",
-                                  fix="see conf/criteria/default.yaml")
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def load_criteria(path: Path) -> CriteriaConf:
-    """Read a criteria YAML file (e.g. conf/criteria/default.yaml) without Hydra."""
-    import yaml
-
-    try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read criteria ({str(exc).splitlines()[0]})", where=str(path),
-                          fix="check the file exists and is valid YAML") from None
-    if not isinstance(values, dict):
-        raise ConfigError("criteria file must be a mapping of thresholds", where=str(path),
-                          fix="see conf/criteria/default.yaml")
-    return CriteriaConf.from_dict(values, where=str(path))
-
-
-# --- best checkpoint ---------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """The tuned interval: `within_guard` is False when no trained interval kept the heldout
-    regression within the guard and the lowest domain WER was taken anyway (or the regression
-    could not be measured). `regression` is heldout tuned - baseline in points, if known."""
-
-    interval: Interval
-    within_guard: bool
-    regression: float | None
-
-
-def heldout_regression(interval: Interval, baseline: Interval | None) -> float | None:
-    """Heldout WER at `interval` minus at the baseline, in points; None if either is missing."""
-    if baseline is None or baseline.heldout_wer is None or interval.heldout_wer is None:
-        return None
-    return POINTS * (interval.heldout_wer - baseline.heldout_wer)
-
-
-_WER_THEN_STEP = operator.attrgetter("domain_wer", "step")  # select_best's order: ties to the earliest step
-
-
-def select_best(intervals: Sequence[Interval], max_heldout_regression: float) -> Selection | None:
-    """The lowest domain WER among trained intervals (step > 0) whose heldout regression
-    against step 0 is within `max_heldout_regression` points; ties go to the earliest step.
-    If none is within the guard, the lowest domain WER among all trained intervals, flagged.
-    None while there is no trained interval with a domain WER.
-
-    Works on any prefix of a run's intervals: as intervals arrive, the pick is either the
-    previous one or the newest interval, so a trainer saves `lora_adapter_best` exactly when
-    `select_best(so_far, guard).interval.step == step`.
-    """
-    if intervals and intervals[0].step == 0:  # as a run holds them, by step
-        baseline = intervals[0]
-    else:
-        baseline = next((i for i in intervals if i.step == 0), None)
-    guarded = []  # the trained intervals within the guard, in one pass
-    if baseline is not None and baseline.heldout_wer is not None:
-        limit, base = max_heldout_regression + EPS, baseline.heldout_wer  # as heldout_regression, inlined
-        guarded = [i for i in intervals if i.step > 0 and i.domain_wer is not None and i.heldout_wer is not None
-                   and POINTS * (i.heldout_wer - base) <= limit]
-    if guarded:
-        best = min(guarded, key=_WER_THEN_STEP)
-        return Selection(best, True, heldout_regression(best, baseline))
-    trained = [i for i in intervals if i.step > 0 and i.domain_wer is not None]  # none within the guard
-    if not trained:
-        return None
-    best = min(trained, key=_WER_THEN_STEP)
-    return Selection(best, False, heldout_regression(best, baseline))
 
 
 # --- verdicts ----------------------------------------------------------------------------------
@@ -297,21 +186,6 @@ def matrix_status(run: Run, verdict: RunVerdict | None) -> str:
     if verdict is None:
         return run.status
     return DERIVED[verdict.overall]
-
-
-def target_report(resolution: Any) -> dict[str, Any]:
-    """What the train loop records as `target_report` from a `targets.Resolution` (read by
-    attribute, so this module needs no torch): modules per component, skipped modules,
-    components that contributed nothing, and how many adapted targets were nn.Identity."""
-    return {
-        "by_component": {c: len(ms) for c, ms in resolution.by_component().items()},
-        "skipped": [{"name": m.name, "component": m.component, "type": m.type_name}
-                    for m in resolution.skipped],
-        "empty_components": list(resolution.empty_components),
-        # Identity modules handed to PEFT (its "Target module Identity() is not supported"); the
-        # resolver refuses or skips them, so a run that trained records 0 and this checks it did.
-        "identity_errors": sum(m.type_name == "Identity" for m in resolution.modules),
-    }
 
 
 # --- the criteria ------------------------------------------------------------------------------

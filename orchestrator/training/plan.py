@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.spec import RunSpec, spec_from_overrides
-from orchestrator.verdicts import LR_WARNING
+from orchestrator.config.spec import RunSpec, spec_from_overrides
+from orchestrator.config.criteria import LR_WARNING
 
 
 def data_counts(spec: RunSpec) -> dict[str, Any]:
-    from orchestrator.manifest import filter_by_duration, read_manifest
+    from orchestrator.data.manifest import filter_by_duration, read_manifest
 
     counts = {}
     for name, path in spec.manifests.items():
@@ -28,8 +28,8 @@ def data_counts(spec: RunSpec) -> dict[str, Any]:
 
 
 def make_plan(overrides: list[str]) -> dict[str, Any]:
-    from orchestrator import modeling, targets
-    from orchestrator.adapter import attach, trainable_by_component
+    from orchestrator.training import modeling, targets
+    from orchestrator.training.adapter import attach, trainable_by_component
 
     spec = spec_from_overrides(overrides)
     skeleton = modeling.load_skeleton(spec.model)

@@ -16,9 +16,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.errors import ConfigError
-from orchestrator.paths import CONF_DIR
-from orchestrator.schema import (AdapterConf, CriteriaConf, DataConf, EvalConf, ModelConf, OptimConf,
-                                 RegistryConf, RunConf, TargetsConf, register)
+from orchestrator.config.paths import CONF_DIR
+from orchestrator.config.schema import (AdapterConf, CriteriaConf, DataConf, EvalConf, ModelConf, OptimConf, RegistryConf, RunConf, TargetsConf, register)
 
 ADAPTER_KINDS = ("lora", "dora")
 DEVICES = ("auto", "cpu", "cuda")

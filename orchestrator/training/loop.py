@@ -22,17 +22,19 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from orchestrator import adapter as adapters
-from orchestrator import checkpoint, liveness, modeling, targets
-from orchestrator.artifacts import check_output_dir, save_adapter, write_text_atomic
-from orchestrator.audio_cache import cache_dir
-from orchestrator.batching import AudioBank, model_inputs, training_stream
+from orchestrator.training import adapter as adapters
+from orchestrator.training import checkpoint, modeling, targets
+from orchestrator.registry import liveness
+from orchestrator.artifacts.atomic import check_output_dir, save_adapter, write_text_atomic
+from orchestrator.data.audio_cache import cache_dir
+from orchestrator.data.batching import AudioBank, model_inputs, training_stream
 from orchestrator.errors import OrchestratorError
-from orchestrator.evaluate import EvalResult, evaluate
-from orchestrator.manifest import Filtered, load_splits as read_splits, overlap
+from orchestrator.training.evaluate import EvalResult, evaluate
+from orchestrator.data.manifest import Filtered, load_splits as read_splits, overlap
 from orchestrator.registry import Store
-from orchestrator.spec import RunSpec
-from orchestrator.verdicts import select_best, target_report
+from orchestrator.config.spec import RunSpec
+from orchestrator.selection import select_best
+from orchestrator.training.targets import target_report
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +185,7 @@ def _checkpoint_on_interrupt(run_dir: Path, step: int, saved: bool, **state) -> 
 def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path) -> None:
     """Reload `lora_adapter_best` from disk as `orchestrator eval` does and compare its WERs with
     the registry's (recorded as the `parity` check that criterion 7 reads)."""
-    from orchestrator import inference
+    from orchestrator.training import inference
 
     run = store.get_run(run_id)
     best = next(a for a in run.artifacts if a.kind == "lora_adapter_best")

@@ -21,14 +21,14 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from orchestrator import modeling
-from orchestrator.audio import audio_info
-from orchestrator.audio_cache import cache_dir
-from orchestrator.batching import AudioBank
+from orchestrator.training import modeling
+from orchestrator.data.audio import audio_info
+from orchestrator.data.audio_cache import cache_dir
+from orchestrator.data.batching import AudioBank
 from orchestrator.errors import OrchestratorError
-from orchestrator.evaluate import EvalResult, decode, evaluate
-from orchestrator.manifest import Utterance, load_splits
-from orchestrator.schema import DataConf, EvalConf, ModelConf
+from orchestrator.training.evaluate import EvalResult, decode, evaluate
+from orchestrator.data.manifest import Utterance, load_splits
+from orchestrator.config.schema import DataConf, EvalConf, ModelConf
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+_PACKAGE = Path(__file__).resolve().parents[1]
+# conf/ as installed inside the package (a wheel), else the checkout's conf/ beside it
+CONF_DIR = _PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parent / "conf"
 DEFAULT_CRITERIA = CONF_DIR / "criteria" / "default.yaml"
 
 
