@@ -247,6 +247,8 @@ def test_as_dict_is_json_serialisable(store: Store) -> None:
             "heldout_wer": None,
             "domain_utts": 4,
             "heldout_utts": None,
+            "select_wer": None,
+            "select_utts": None,
         }
     ]
     assert data["artifacts"][0]["kind"] == "adapter"
@@ -426,7 +428,7 @@ def test_an_0001_database_is_upgraded_in_place_keeping_its_rows(url: str) -> Non
         False, {}, None, None, ())
     engine = create_engine(url)
     with engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_revision() == "0003"
+        assert MigrationContext.configure(connection).get_current_revision() == store_module.HEAD_REVISION
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     engine.dispose()
 

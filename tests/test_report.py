@@ -26,7 +26,7 @@ NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
 def interval(step: int, domain: float | None, heldout: float | None = None) -> Interval:
-    return Interval(step, 1e-4, 1.25, 1.5, domain, heldout, 10, 10, NOW)
+    return Interval(step, 1e-4, 1.25, 1.5, domain, heldout, 10, 10, created_at=NOW)
 
 
 def make_run(run_id: str = "exp_a-1", experiment: str = "exp_a", **fields) -> Run:

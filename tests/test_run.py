@@ -82,6 +82,34 @@ def test_intervals_survive_a_run_that_fails_midway(run_overrides):
     store.close()
 
 
+
+def test_an_interval_hook_stops_the_run_as_pruned_and_keeps_its_intervals(run_overrides):
+    """`on_interval` sees every interval so far (in memory, the registry's values) after each
+    evaluation; the reason it returns ends the run there: `pruned`, with that stop_reason."""
+    ov = [o for o in run_overrides if not o.startswith(("optim.steps", "eval.interval"))]
+    spec = spec_from_overrides([*ov, "optim.steps=6", "eval.interval=2"])
+    store = registry(run_overrides)
+    seen: list[list[int]] = []
+
+    def hook(intervals):
+        seen.append([i.step for i in intervals])
+        assert intervals == [i._replace(created_at=None) for i in store.get_run(run_id_of(store)).intervals]
+        return "heldout guard blown at step 2" if intervals[-1].step == 2 else None
+
+    run_id = train.run(spec, store, progress=False, on_interval=hook)
+    run = store.get_run(run_id)
+    assert seen == [[0, 2]]  # not called for the baseline; not called again after the stop
+    assert run.status == "pruned" and run.stop_reason == "heldout guard blown at step 2"
+    assert [i.step for i in run.intervals] == [0, 2]
+    assert {a.kind: a.step for a in run.artifacts} == {"lora_adapter_best": 2, "lora_adapter_last": 2}
+    assert run.check("parity") is None  # a pruned run is no candidate: nothing to re-check
+    store.close()
+
+
+def run_id_of(store: Store) -> str:
+    (run,) = store.list_runs()
+    return run.id
+
 def test_cli_run_then_runs_json_and_report(run_overrides, tmp_path):
     proc = cli("run", *run_overrides, check=True)
     url = next(o.split("=", 1)[1] for o in run_overrides if o.startswith("registry.url="))

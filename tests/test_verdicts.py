@@ -28,7 +28,7 @@ N, WORDS = 400, 10  # utterances per manifest, reference words per utterance
 
 
 def at(step: int, domain: float | None, heldout: float | None = 0.10, loss: float | None = None) -> Interval:
-    return Interval(step, None, None, loss, domain, heldout, None, None, NOW)
+    return Interval(step, None, None, loss, domain, heldout, None, None, created_at=NOW)
 
 
 # --- select_best -------------------------------------------------------------------------------

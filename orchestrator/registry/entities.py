@@ -2,8 +2,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from datetime import datetime
 from typing import Any, NamedTuple
+
+
+class RunStatus(str, Enum):
+    """A run's recorded lifecycle status. A str: it compares equal to (and is stored as) its value."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # Ctrl-C, or (derived by liveness, never written) a dead process
+    PRUNED = "pruned"  # stopped early by an `on_interval` hook (a tune trial); see Run.stop_reason
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class Interval(NamedTuple):
@@ -21,7 +35,9 @@ class Interval(NamedTuple):
     heldout_wer: float | None
     domain_utts: int | None
     heldout_utts: int | None
-    created_at: datetime | None  # None when read by list_runs(lean=True)
+    select_wer: float | None = None  # on eval.select_manifest, when the run has one
+    select_utts: int | None = None
+    created_at: datetime | None = None  # None when read by list_runs(lean=True)
 
     def as_dict(self) -> dict[str, Any]:
         """The metric fields as a JSON-serialisable dict (no timestamp)."""
@@ -34,6 +50,8 @@ class Interval(NamedTuple):
             "heldout_wer": self.heldout_wer,
             "domain_utts": self.domain_utts,
             "heldout_utts": self.heldout_utts,
+            "select_wer": self.select_wer,
+            "select_utts": self.select_utts,
         }
 
 
@@ -125,6 +143,7 @@ class Run:
     heartbeat_at: datetime | None = None  # last sign of progress from the training process
     host: str | None = None  # where that process runs (hostname) and its pid
     pid: int | None = None
+    stop_reason: str | None = None  # why it ended before optim.steps (early stopping, pruned)
 
     def artifact(self, kind: str) -> Artifact | None:
         """The artifact of `kind` (e.g. "lora_adapter_best"), if the run recorded one."""
@@ -185,4 +204,5 @@ class Run:
             "heartbeat_at": self.heartbeat_at.isoformat() if self.heartbeat_at else None,
             "host": self.host,
             "pid": self.pid,
+            "stop_reason": self.stop_reason,
         }

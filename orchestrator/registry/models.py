@@ -57,6 +57,7 @@ class SqlRun(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     host: Mapped[str | None] = mapped_column(String(255))
     pid: Mapped[int | None]
+    stop_reason: Mapped[str | None] = mapped_column(Text)  # why it ended before optim.steps (0004)
 
     intervals: Mapped[list[SqlInterval]] = relationship(
         order_by="SqlInterval.step", cascade="all, delete-orphan", passive_deletes=True
@@ -83,6 +84,8 @@ class SqlInterval(Base):
     heldout_wer: Mapped[float | None]
     domain_utts: Mapped[int | None]
     heldout_utts: Mapped[int | None]
+    select_wer: Mapped[float | None]  # eval.select_manifest (0004)
+    select_utts: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

@@ -41,7 +41,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import RegistryError
-from orchestrator.registry.entities import Artifact, Check, Interval, Run, UtteranceRow
+from orchestrator.registry.entities import Artifact, Check, Interval, Run, RunStatus, UtteranceRow
 from orchestrator.registry.models import Base, SqlArtifact, SqlCheck, SqlInterval, SqlRun, SqlUtteranceResult
 
 if TYPE_CHECKING:
@@ -51,18 +51,18 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest revision in migrations/versions/ (tests/test_report_scale.py checks it is alembic's
 # head): a database already there opens without importing alembic, a fifth of a report's start.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 ALEMBIC_VERSION = table("alembic_version", column("version_num"))
 # What judging a run reads of its intervals (orchestrator/verdicts.py), all that
 # `list_runs(lean=True)` reads of them.
-JUDGED_FIELDS = ("step", "eval_loss", "domain_wer", "heldout_wer")
+JUDGED_FIELDS = ("step", "eval_loss", "domain_wer", "heldout_wer", "select_wer")
 # The columns of `runs` in Run's order (its intervals, artifacts and checks come from their own
 # tables), and those of artifacts and checks in Artifact's and Check's: reads unpack rows by
 # position. tests/test_report_scale.py checks them against the tables and the entities.
 RUN_COLUMNS = ("id", "experiment", "status", "config", "config_hash", "model_id", "targets", "target_summary",
                "lr", "steps", "dora", "git_commit", "data_stats", "started_at", "ended_at", "failure_reason",
                "external", "criteria", "target_report", "annotation_status", "annotation_note", "sweep_id",
-               "heartbeat_at", "host", "pid")
+               "heartbeat_at", "host", "pid", "stop_reason")
 ARTIFACT_COLUMNS = ("kind", "path", "sha256", "step", "created_at")
 CHECK_COLUMNS = ("name", "passed", "details", "created_at")
 # WAL with synchronous=NORMAL: a commit survives any crash of the writing process (the WAL is in
@@ -253,6 +253,8 @@ class Store:
         heldout_wer: float | None = None,
         domain_utts: int | None = None,
         heldout_utts: int | None = None,
+        select_wer: float | None = None,
+        select_utts: int | None = None,
         utterances: Mapping[str, Sequence[Any]] | None = None,
     ) -> None:
         """Record the metrics at `step`, committed at once; a second call for the same
@@ -272,6 +274,8 @@ class Store:
             heldout_wer=heldout_wer,
             domain_utts=domain_utts,
             heldout_utts=heldout_utts,
+            select_wer=select_wer,
+            select_utts=select_utts,
             created_at=_now(),
         )
 
@@ -382,14 +386,18 @@ class Store:
 
         self._transact(write)
 
-    def finish_run(self, run_id: str, status: str, reason: str | None = None) -> None:
-        """Close a run with its final status (e.g. "finished", "failed") and why."""
-        self._update_run(run_id, status=status, failure_reason=reason, ended_at=_now())
+    def finish_run(self, run_id: str, status: str, reason: str | None = None, *,
+                   stop_reason: str | None = None) -> None:
+        """Close a run with its final status (a RunStatus), why it failed (`reason`) and, for a
+        run that ended before its last step (early stopping, a pruned trial), `stop_reason`."""
+        self._update_run(run_id, status=str(status), failure_reason=reason, stop_reason=stop_reason,
+                         ended_at=_now())
 
     def reopen(self, run_id: str) -> None:
         """Mark a run `running` again (it is being resumed) by this process: clears its end time
         and failure, and takes over its heartbeat."""
-        self._update_run(run_id, status="running", failure_reason=None, ended_at=None, **_beat())
+        self._update_run(run_id, status=str(RunStatus.RUNNING), failure_reason=None, stop_reason=None, ended_at=None,
+                         **_beat())
 
     def heartbeat(self, run_id: str) -> None:
         """Record that this process is alive and training `run_id` (one small UPDATE; the
@@ -704,7 +712,7 @@ def _to_run(values: Sequence[Any], intervals: Iterable[Interval], artifacts: Ite
     artifacts' and checks' values (ARTIFACT_COLUMNS, CHECK_COLUMNS)."""
     (run_id, experiment, status, config, config_hash, model_id, targets, target_summary, lr, steps, dora,
      git_commit, data_stats, started_at, ended_at, failure_reason, external, criteria, target_report,
-     annotation_status, annotation_note, sweep_id, heartbeat_at, host, pid) = values
+     annotation_status, annotation_note, sweep_id, heartbeat_at, host, pid, stop_reason) = values
     return Run(
         id=run_id,
         experiment=experiment,
@@ -734,6 +742,7 @@ def _to_run(values: Sequence[Any], intervals: Iterable[Interval], artifacts: Ite
         heartbeat_at=_utc(heartbeat_at) if heartbeat_at else None,
         host=host,
         pid=pid,
+        stop_reason=stop_reason,
     )
 
 
@@ -755,6 +764,8 @@ def _to_interval(row: SqlInterval) -> Interval:
         heldout_wer=row.heldout_wer,
         domain_utts=row.domain_utts,
         heldout_utts=row.heldout_utts,
+        select_wer=row.select_wer,
+        select_utts=row.select_utts,
         created_at=_utc(row.created_at),
     )
 
@@ -766,8 +777,9 @@ def _full_intervals(rows: Iterable[Sequence[Any]]) -> list[Interval]:  # Interva
 def _judged_intervals(rows: Iterable[Sequence[Any]]) -> list[Interval]:  # JUDGED_FIELDS
     """Lean intervals, the fields not read None. tuple.__new__ builds each without calling the
     named tuple's own __new__, a Python function: 500,000 calls fewer for the report."""
-    return [_new_tuple(Interval, (step, None, None, eval_loss, domain_wer, heldout_wer, None, None, None))
-            for step, eval_loss, domain_wer, heldout_wer in rows]
+    return [_new_tuple(Interval, (step, None, None, eval_loss, domain_wer, heldout_wer, None, None, select_wer,
+                                  None, None))
+            for step, eval_loss, domain_wer, heldout_wer, select_wer in rows]
 
 
 def _to_artifact(values: Sequence[Any]) -> Artifact:  # ARTIFACT_COLUMNS

@@ -13,6 +13,7 @@ import logging
 import math
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from orchestrator.data.batching import AudioBank, model_inputs, training_stream
 from orchestrator.errors import OrchestratorError
 from orchestrator.training.evaluate import EvalResult, evaluate
 from orchestrator.data.manifest import Filtered, load_splits as read_splits, overlap
-from orchestrator.registry import Store
+from orchestrator.registry import Interval, RunStatus, Store
 from orchestrator.config.spec import RunSpec
 from orchestrator.selection import select_best
 from orchestrator.training.targets import target_report
@@ -117,13 +118,19 @@ def previous_run(spec: RunSpec, store: Store):
     return None
 
 
+# Called after each evaluation is recorded, with every interval so far; a returned reason stops
+# the run after that interval (status `pruned`, the reason kept as its stop_reason).
+IntervalHook = Callable[[list[Interval]], "str | None"]
+
+
 def run(spec: RunSpec, store: Store, *, progress: bool = True, sweep_id: str | None = None,
-        resume=None) -> str:
+        resume=None, on_interval: IntervalHook | None = None) -> str:
     """Train and evaluate one run, then check parity of its best adapter; returns its registry id.
 
     An identical configuration (same identity hash) that already finished is skipped; one that was
     interrupted or killed resumes from its last checkpoint; `rerun=true` forces a new run.
-    `resume`: the registry Run to continue (checked by orchestrator.resume), instead of looking one up."""
+    `resume`: the registry Run to continue (checked by orchestrator.resume), instead of looking one up.
+    `on_interval`: see IntervalHook (a tune study prunes its trials through it)."""
     check_output_dir(spec.output_dir)
     previous = resume if resume is not None else previous_run(spec, store)
     if previous is not None and previous.status == "completed":
@@ -141,32 +148,38 @@ def run(spec: RunSpec, store: Store, *, progress: bool = True, sweep_id: str | N
     if previous is not None:
         log.info("resuming run %s (%s)", previous.id, previous.status)
         store.reopen(previous.id)
-        return _run_in(spec, store, previous.id, peft_model, processor, splits, device, progress)
+        return _run_in(spec, store, previous.id, peft_model, processor, splits, device, progress, on_interval)
     record = store.create_run(
         experiment=spec.experiment, config=spec.config, config_hash=spec.config_hash, model_id=spec.model.id,
         targets=resolution.names, target_summary=resolution.summary(), lr=spec.optim.lr,
         steps=spec.optim.steps, dora=spec.adapter.kind == "dora", git_commit=git_commit(),
         data_stats=splits.stats(), criteria=spec.config["criteria"], target_report=target_report(resolution),
         sweep_id=sweep_id)
-    return _run_in(spec, store, record.id, peft_model, processor, splits, device, progress)
+    return _run_in(spec, store, record.id, peft_model, processor, splits, device, progress, on_interval)
 
 
 def _run_in(spec: RunSpec, store: Store, run_id: str, peft_model, processor, splits: Splits,
-            device: torch.device, progress: bool) -> str:
+            device: torch.device, progress: bool, on_interval: IntervalHook | None = None) -> str:
     run_dir = Path(spec.output_dir) / run_id
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(run_dir), logging_redirect_tqdm():
             write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(spec.config)))
-            _train(spec, store, run_id, run_dir, peft_model, processor, splits, device, progress)
-            check_parity(spec, store, run_id, run_dir)
+            stop_reason = _train(spec, store, run_id, run_dir, peft_model, processor, splits, device, progress,
+                                 on_interval)
+            if stop_reason is None:  # a pruned run is not a candidate: its best adapter is not re-checked
+                check_parity(spec, store, run_id, run_dir)
     except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted", "interrupted by the user (Ctrl-C); resume by running it again")
+        store.finish_run(run_id, RunStatus.INTERRUPTED, "interrupted by the user (Ctrl-C); resume by running it again")
         raise
     except BaseException as exc:
-        store.finish_run(run_id, "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        store.finish_run(run_id, RunStatus.FAILED, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
-    store.finish_run(run_id, "completed")
+    if stop_reason is not None:
+        log.info("run %s stopped early: %s", run_id, stop_reason)
+        store.finish_run(run_id, RunStatus.PRUNED, stop_reason=stop_reason)
+    else:
+        store.finish_run(run_id, RunStatus.COMPLETED)
     return run_id
 
 
@@ -202,7 +215,8 @@ def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path) -> Non
 
 
 def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, processor, splits: Splits,
-           device: torch.device, progress: bool) -> None:
+           device: torch.device, progress: bool, on_interval: IntervalHook | None = None) -> str | None:
+    """The train loop; returns why it stopped before optim.steps (`on_interval`), else None."""
     o = spec.optim
     known = {path: digest for part in (splits.train, splits.domain, splits.heldout, splits.replay)
              if part is not None for path, digest in part.sha256.items()}  # hashed by load_split already
@@ -223,26 +237,31 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
     for part in (splits.train.kept, replay):  # decoded once into the disk cache, one entry per manifest
         bank.prepare(u.audio_filepath for u in part)
 
-    def evaluate_interval(step: int, lr: float, train_loss: float | None) -> None:
+    intervals: list[Interval] = list(store.get_run(run_id).intervals)  # so far (a resumed run has some)
+
+    def evaluate_interval(step: int, lr: float, train_loss: float | None) -> str | None:
         kw = dict(batch_size=spec.eval.batch_size, tokens_per_second=spec.model.tokens_per_second,
                   device=device, progress=progress)
         domain: EvalResult = evaluate(model, processor, bank, splits.domain.kept, desc=f"eval domain @{step}", **kw)
         # the registry keeps the domain eval loss only (criterion 3), so heldout skips the loss pass
         heldout: EvalResult = evaluate(model, processor, bank, splits.heldout.kept, desc=f"eval heldout @{step}",
                                        with_loss=False, **kw)
-        store.add_interval(run_id, step=step, lr=lr, train_loss=train_loss, eval_loss=domain.loss,
-                           domain_wer=domain.wer, heldout_wer=heldout.wer, domain_utts=domain.n,
-                           heldout_utts=heldout.n, utterances={"domain": domain.utterances, "heldout": heldout.utterances})
+        point = Interval(step=step, lr=lr, train_loss=train_loss, eval_loss=domain.loss, domain_wer=domain.wer,
+                         heldout_wer=heldout.wer, domain_utts=domain.n, heldout_utts=heldout.n)
+        store.add_interval(run_id, **{k: v for k, v in point._asdict().items() if k != "created_at"},
+                           utterances={"domain": domain.utterances, "heldout": heldout.utterances})
+        intervals[:] = [i for i in intervals if i.step != step] + [point]  # in memory: no re-read per interval
         log.info("step %d: domain WER %.2f%%  heldout WER %.2f%%  eval loss %.4f",
                  step, 100 * domain.wer, 100 * heldout.wer, domain.loss)
         # lora_adapter_best: lowest domain WER among trained intervals inside the heldout guard
-        pick = select_best(store.get_run(run_id).intervals, spec.criteria.max_heldout_regression)
+        pick = select_best(intervals, spec.criteria.max_heldout_regression)
         if pick is not None and pick.interval.step == step:
             digest = save_adapter(model, run_dir / "lora_adapter_best")
             store.add_artifact(run_id, kind="lora_adapter_best", path=str(run_dir / "lora_adapter_best"),
                                sha256=digest, step=step)
         checkpoint.save(run_dir, step=step, model=model, optimizer=optimizer, scheduler=scheduler,
                         batches_consumed=consumed)
+        return on_interval(list(intervals)) if on_interval is not None and step > 0 else None
 
     if start == 0:
         evaluate_interval(0, scheduler.get_last_lr()[0], None)
@@ -251,6 +270,7 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
                total=o.steps, disable=not progress)
     beat = time.monotonic()
     guard = checkpoint.InterruptGuard()  # Ctrl-C inside a step: finish it, checkpoint, stop
+    stop_reason, step = None, start
     for step in bar:
         with guard, guard.step():
             model.train()
@@ -277,11 +297,14 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
             store.heartbeat(run_id)
             beat = time.monotonic()
         if step in eval_steps:
-            evaluate_interval(step, lr, sum(losses) / len(losses))
+            stop_reason = evaluate_interval(step, lr, sum(losses) / len(losses))
             losses.clear()
         if guard.requested:
             _checkpoint_on_interrupt(run_dir, step, step in eval_steps, model=model, optimizer=optimizer,
                                      scheduler=scheduler, batches_consumed=consumed, interval_losses=losses)
+        if stop_reason is not None:
+            break
     digest = save_adapter(model, run_dir / "lora_adapter_last")
     store.add_artifact(run_id, kind="lora_adapter_last", path=str(run_dir / "lora_adapter_last"),
-                       sha256=digest, step=o.steps)
+                       sha256=digest, step=step)
+    return stop_reason
