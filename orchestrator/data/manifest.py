@@ -318,7 +318,8 @@ TRAINING_SPLITS = ("train", "replay")  # data.on_silent applies to these; evalua
 def load_splits(manifests: dict[str, str], data) -> dict[str, Filtered]:
     """load_split of every manifest a run reads ({split: path}, as RunSpec.manifests), with the
     run's data settings (`data`: a DataConf): data.on_silent for the training splits, refuse
-    for the evaluation ones."""
+    for the evaluation ones; data.speaker_overlap=refuse refuses an evaluation manifest that
+    shares speakers with the training one (manifest_compare.py)."""
     parts = {}
     for name, path in manifests.items():
         training = name in TRAINING_SPLITS
@@ -327,6 +328,9 @@ def load_splits(manifests: dict[str, str], data) -> dict[str, Filtered]:
             on_silent=data.on_silent if training else "refuse",
             silent_fix="drop the line, or set data.on_silent=skip to skip and count all-silent utterances" if training
             else "drop the line: an evaluation manifest is scored whole (data.on_silent applies to training data)")
+    from orchestrator.data.manifest_compare import refuse_shared_speakers
+
+    refuse_shared_speakers(parts, manifests, getattr(data, "speaker_overlap", "warn"), TRAINING_SPLITS)
     return parts
 
 

@@ -31,7 +31,8 @@ from orchestrator.artifacts.run_folder import BEST_ADAPTER, LAST_ADAPTER, RunFol
 from orchestrator.data.batching import AudioBank, model_inputs, training_stream
 from orchestrator.errors import OrchestratorError
 from orchestrator.training.evaluate import EvalResult, evaluate
-from orchestrator.data.manifest import Filtered, load_splits as read_splits, overlap
+from orchestrator.data.manifest import TRAINING_SPLITS, Filtered, load_splits as read_splits, overlap
+from orchestrator.data.manifest_compare import orthography, orthography_differences, shared_speakers
 from orchestrator.registry import Interval, RunStatus, Store
 from orchestrator.config.spec import RunSpec
 from orchestrator.selection import select_best
@@ -74,7 +75,26 @@ def load_splits(spec: RunSpec) -> Splits:
                         "share a transcript with it; their WER flatters the model (fix: rebuild it with "
                         "`orchestrator manifest expand --exclude %s`)", spec.manifests[name], name,
                         shared.same_audio, shared.total, shared.same_text, spec.manifests["train"])
+    _compare_with_training(spec, parts)
     return Splits(**parts)
+
+
+def _compare_with_training(spec: RunSpec, parts: dict[str, Filtered]) -> None:
+    """Warn of speakers an evaluation manifest shares with the training manifest (refused by
+    read_splits with data.speaker_overlap=refuse) and of transcripts written another way; see
+    data/manifest_compare.py for the rules."""
+    train = parts["train"].kept
+    written = orthography(train)
+    for name, path in spec.manifests.items():
+        if name in TRAINING_SPLITS:
+            continue
+        shared = shared_speakers(train, parts[name].kept)
+        if shared:
+            log.warning("%s (%s): %s; its WER measures adaptation to known speakers (fix: split the manifests by "
+                        "speaker; data.speaker_overlap=refuse makes this an error)", path, name, shared.describe())
+        for difference in orthography_differences(written, orthography(parts[name].kept)):
+            log.warning("%s (%s): orthography differs from the training manifest: %s (fix: write both the same "
+                        "way)", path, name, difference)
 
 
 def git_commit() -> str | None:
