@@ -12,7 +12,7 @@ import pytest
 from orchestrator.config.spec import spec_from_overrides
 from orchestrator.data.manifest import check_lines, load_splits, read_manifest, read_rows, validate_manifest
 from orchestrator.data.manifest_compare import orthography, orthography_differences
-from orchestrator.data.manifest_tools import manifest_stats, render_stats
+from orchestrator.data.manifest_tools import expand_manifest, manifest_stats, render_stats
 from orchestrator.errors import ConfigError, ManifestError
 from tests.conftest import cli
 
@@ -35,6 +35,9 @@ def test_the_upstream_row_form_reads_like_ours(speech, tmp_path: Path) -> None:
     assert [(u.audio_filepath, u.text) for u in theirs] == [(u.audio_filepath, u.text) for u in ours]
     assert all(abs(a.duration - b.duration) < 0.1 for a, b in zip(theirs, ours))
     assert not validate_manifest(upstream)
+    out = expand_manifest(upstream, tmp_path / "expanded.jsonl", size=3, bins=1).out  # rows keep their fields
+    assert [set(r) for r in read_rows(out).values()] == [{"audio_filepath", "text", "duration"}] * 3
+    assert len(check_lines(out)) == 3
     # both fields naming the same file is fine; naming two files is an error on that line
     same = _write(tmp_path / "same.jsonl", [{"audio": u.audio_filepath, "audio_filepath": u.audio_filepath,
                                              "text": u.text} for u in ours])
