@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -85,7 +85,12 @@ class OptimConf:
     batch_size: int = 8
     grad_accum: int = 1
     warmup_ratio: float = 0.1
-    schedule: str = "linear"  # linear warmup + linear decay (transformers' scheduler)
+    # What to build, as Hydra `_target_` nodes (extra keys are the callable's own arguments; Any
+    # because they are free-form). Built by training/optim.py: optimizer(params, lr=, weight_decay=),
+    # scheduler(optimizer, num_warmup_steps=, num_training_steps=).
+    optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.AdamW"})
+    scheduler: Dict[str, Any] = field(
+        default_factory=lambda: {"_target_": "transformers.get_linear_schedule_with_warmup"})
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 42

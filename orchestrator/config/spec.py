@@ -9,6 +9,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ from orchestrator.errors import ConfigError
 from orchestrator.config.compose import compose
 from orchestrator.config.schema import (AdapterConf, CriteriaConf, DataConf, Device, EvalConf, ModelConf, OptimConf,
                                         RegistryConf, RunConf, TargetsConf)
+
+DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+OPTIMIZER_ARGS = ("params", "lr", "weight_decay")  # what training/optim.py passes
+SCHEDULER_ARGS = ("optimizer", "num_warmup_steps", "num_training_steps")
 
 __all__ = ["RunSpec", "build_spec", "compose", "spec_from_overrides", "identity_hash", "manifests_of"]
 # Keys that do not change what a run computes, so they stay out of its identity hash.
@@ -90,6 +95,17 @@ def replay_share(batch_size: int, fraction: float) -> int:
     return n
 
 
+def check_target(node: dict, key: str, given: tuple[str, ...], example: str) -> None:
+    """A `_target_` node: a dotted path (importability is `plan`'s check: it needs torch), and no
+    argument the orchestrator passes itself."""
+    target = node.get("_target_")
+    _check(isinstance(target, str) and DOTTED.fullmatch(target) is not None, f"{key}._target_",
+           f"must be a dotted path to a callable, got {target!r}", f"set {key}._target_={example}")
+    clash = sorted(set(node) & set(given))
+    _check(not clash, f"{key}.{clash[0] if clash else ''}", "is set by the orchestrator, not here",
+           f"remove it (optim.lr, optim.weight_decay, optim.steps and optim.warmup_ratio give {', '.join(given)})")
+
+
 def validate(c: RunConf) -> None:
     o, e, a, t = c.optim, c.eval, c.adapter, c.targets
     _check(o.lr > 0 and math.isfinite(o.lr), "optim.lr", f"learning rate must be a finite number > 0, got {o.lr}",
@@ -103,7 +119,8 @@ def validate(c: RunConf) -> None:
     _check(warmup == 0 or warmup < o.steps, "optim.warmup_ratio",
            f"warmup ({warmup} steps) must be shorter than the run (optim.steps={o.steps})",
            "lower optim.warmup_ratio (e.g. 0.1) or raise optim.steps")
-    _check(o.schedule == "linear", "optim.schedule", f"unknown schedule {o.schedule!r}", "use optim.schedule=linear")
+    check_target(o.optimizer, "optim.optimizer", OPTIMIZER_ARGS, "torch.optim.AdamW")
+    check_target(o.scheduler, "optim.scheduler", SCHEDULER_ARGS, "transformers.get_linear_schedule_with_warmup")
     _check(o.weight_decay >= 0 and math.isfinite(o.weight_decay), "optim.weight_decay",
            f"must be a finite number >= 0, got {o.weight_decay}", "set optim.weight_decay=0.0")
     _check(-(2 ** 63) <= o.seed < 2 ** 63, "optim.seed", f"seed {o.seed} does not fit in 64 bits", "set optim.seed=42")
