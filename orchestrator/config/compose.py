@@ -64,15 +64,13 @@ def with_config_dirs(overrides: Sequence[str], dirs: Sequence[str | Path]) -> li
             entries = [*(value if isinstance(value, list) else [value]), *entries]
         else:
             kept.append(line)
-    return [*kept, f"{SEARCHPATH}=[{','.join(map(str, entries))}]"]
+    quoted = ",".join("'" + str(e).replace("\\", "\\\\").replace("'", "\\'") + "'" for e in entries)
+    return [*kept, f"{SEARCHPATH}=[{quoted}]"]
 
 
 def all_experiments(overrides: Sequence[str] = ()) -> list[str]:
     """Experiments of conf/exp/ and of every folder on the search path the overrides add."""
-    names = set(declared_experiments())
-    for folder in search_dirs(overrides):
-        names.update(declared_experiments(folder / "exp"))
-    return sorted(names)
+    return declared_experiments(search_dirs=search_dirs(overrides))
 
 
 def config_error(exc: BaseException, overrides: Sequence[str] = ()) -> ConfigError | None:
