@@ -92,7 +92,7 @@ def config_error(exc: BaseException, overrides: Sequence[str] = ()) -> ConfigErr
         options = f"use one of {', '.join(exc.options)}" if exc.options else "check the name"
         return ConfigError(f"no config {exc.missing_cfg_file!r}", where=f"{group}={name}" if group else name,
                            fix=f"{options} (files in conf/{group}/)")
-    cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
+    cause = omegaconf_cause(exc)
     if isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
         msg = getattr(cause, "msg", None) or type(cause).__name__
@@ -115,6 +115,17 @@ def config_error(exc: BaseException, overrides: Sequence[str] = ()) -> ConfigErr
         return ConfigError(first, where="config",
                            fix="check the key's spelling and group names in conf/; --cfg job shows the config")
     return None
+
+
+def omegaconf_cause(exc: BaseException) -> BaseException:
+    """The OmegaConf error behind a Hydra one (its __cause__, or the __context__ it was raised
+    while handling: an error inside an exp file's composition), else `exc` itself."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    for inner in (exc.__cause__, exc.__context__):
+        if isinstance(inner, OmegaConfBaseException):
+            return inner
+    return exc
 
 
 def _choice_type(schema, key) -> type | None:

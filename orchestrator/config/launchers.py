@@ -69,10 +69,12 @@ def _compose_launcher(overrides: list[str], name: str) -> tuple[str | None, Any]
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from orchestrator.config.compose import omegaconf_cause
+
     try:
         return _launcher(overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
+        cause = omegaconf_cause(exc)
         key = str(getattr(cause, "full_key", None) or "")
         if not key.startswith("hydra.launcher."):
             return None, None  # not about the launcher: the caller's validation reports it
