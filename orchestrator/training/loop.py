@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
-from transformers import get_linear_schedule_with_warmup
+from orchestrator.training.optim import build_optimizer, build_scheduler
 
 from orchestrator.training import adapter as adapters
 from orchestrator.training import checkpoint, modeling, targets
@@ -244,8 +244,8 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
              if part is not None for path, digest in part.sha256.items()}  # hashed by load_split already
     bank = AudioBank(spec.data, cache_dir=RunFolder(spec.output_dir, run_id).audio_cache, digests=known)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, spec.warmup_steps, o.steps)
+    optimizer = build_optimizer(params, o)
+    scheduler = build_scheduler(optimizer, spec)
     eval_steps = set(spec.eval_steps)
     start, consumed, resumed_losses = 0, 0, ()
     if checkpoint.exists(run_dir):  # resuming: continue exactly where the last checkpoint left off
