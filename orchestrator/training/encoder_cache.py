@@ -34,6 +34,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,9 +68,6 @@ def ineligible(model: nn.Module, processor, bank: AudioBank) -> str | None:
         return f"the processor pads to multiples of {layout[0]} with {layout[1]}, not of the frame length with 0"
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    for name, param in encoder.named_parameters():
-        if param.requires_grad:
-            return f"model.encoder.{name} is trainable"
     for name, module in encoder.named_modules():
         where = f"model.encoder.{name}".rstrip(".")
         if isinstance(module, BaseTunerLayer):
@@ -82,6 +80,9 @@ def ineligible(model: nn.Module, processor, bank: AudioBank) -> str | None:
                 return f"{where} has {attr} {p}"
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             return f"{where} is a batch norm (its statistics change in training)"
+    for name, param in encoder.named_parameters():
+        if param.requires_grad:
+            return f"model.encoder.{name} is trainable"
     for conv in (embedder.conv1, embedder.conv2):
         if conv.dilation[0] != 1 or conv.left_pad != conv.kernel_size[0] - 1:
             return "the frontend's convolutions are not the causal, undilated ones this cache models"
@@ -158,14 +159,15 @@ class EncoderCache:
     def _encode(self, paths: Sequence[str], width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder on `paths` right-padded to `width` samples, as the training step runs it
         (same mode, no autograd); its states and valid-frame counts."""
-        values = torch.zeros(len(paths), width)
-        mask = torch.zeros(len(paths), width, dtype=torch.int32)
+        values = np.zeros((len(paths), width), np.float32)  # as batching.pad_waves, only wider
+        mask = np.zeros((len(paths), width), np.int32)
         for row, p in enumerate(paths):
-            wave = torch.from_numpy(self.bank[p])
-            values[row, :wave.numel()] = wave
-            mask[row, :wave.numel()] = 1
+            wave = self.bank[p]
+            values[row, :wave.size] = wave
+            mask[row, :wave.size] = 1
         with torch.no_grad():
-            out = self.encoder(values.to(self.device), attention_mask=mask.to(self.device))
+            out = self.encoder(torch.from_numpy(values).to(self.device),
+                               attention_mask=torch.from_numpy(mask).to(self.device))
         counts = out.attention_mask.sum(-1).tolist()
         expected = [valid_frames(self.samples[p], width, self.frame_len, self.convs) for p in paths]
         if counts != expected:  # the frame arithmetic no longer describes this model: never guess
