@@ -57,6 +57,7 @@ def main(argv=None) -> list[Result]:
         tiny = write_ours(read_rows(source / "heldout.jsonl")[:2], work / "heldout-2.jsonl")
         for r in range(args.rounds):
             for cache in (("auto", "off") if r % 2 == 0 else ("off", "auto")):
+                (work / f"r{r}").mkdir(exist_ok=True)
                 spec = spec_for(cache, args.steps, work / f"r{r}", train, tiny)
                 store = Store(spec.registry.url)
                 started = time.perf_counter()
