@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -246,12 +247,14 @@ def step_inputs(conf: OptimConf, model: nn.Module, processor, bank: AudioBank, u
         return plain
     was_training = model.training
     model.train()  # the mode of the training step (no dropout or batch norm there: checked)
+    started = time.perf_counter()
     try:
         cache.build(paths)
     finally:
         model.train(was_training)
-    log.info("encoder cache: %d utterances encoded once, %d frames x %d = %.1f MB; training steps skip the encoder",
-             len(cache.offset), cache.flat.shape[0], cache.flat.shape[1], size / 2 ** 20)
+    log.info("encoder cache: %d utterances encoded once in %.1f s, %d frames x %d = %.1f MB; training steps skip "
+             "the encoder", len(cache.offset), time.perf_counter() - started, cache.flat.shape[0], cache.flat.shape[1],
+             size / 2 ** 20)
     return cache.inputs
 
 
