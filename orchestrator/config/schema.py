@@ -99,6 +99,8 @@ class OptimConf:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 42
+    cache_encoder: str = "auto"  # auto | off: a frozen encoder's states computed once per utterance (encoder_cache.py)
+    cache_encoder_max_mb: float = 4096.0  # above this the cache is not built (every step runs the encoder)
 
 
 @dataclass

@@ -28,6 +28,8 @@ SCHEDULER_ARGS = ("optimizer", "num_warmup_steps", "num_training_steps")
 __all__ = ["RunSpec", "build_spec", "compose", "spec_from_overrides", "identity_hash", "manifests_of"]
 # Keys that do not change what a run computes, so they stay out of its identity hash.
 NOT_IDENTITY = ("registry", "output_dir", "device", "rerun")
+# optim keys that only choose how to compute it (the encoder cache: same results to float rounding)
+NOT_IDENTITY_OPTIM = ("cache_encoder", "cache_encoder_max_mb")
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,10 @@ def validate(c: RunConf) -> None:
            f"must be a finite number >= 0, got {o.weight_decay}", "set optim.weight_decay=0.0")
     _check(-(2 ** 63) <= o.seed < 2 ** 63, "optim.seed", f"seed {o.seed} does not fit in 64 bits", "set optim.seed=42")
     _check(o.grad_clip > 0, "optim.grad_clip", f"must be > 0, got {o.grad_clip}", "set optim.grad_clip=1.0")
+    _check(o.cache_encoder in ("auto", "off"), "optim.cache_encoder", f"must be auto or off, got {o.cache_encoder!r}",
+           "set optim.cache_encoder=auto")
+    _check(o.cache_encoder_max_mb >= 0, "optim.cache_encoder_max_mb", f"must be >= 0, got {o.cache_encoder_max_mb}",
+           "set optim.cache_encoder_max_mb=4096")
     _check(0 < e.interval <= o.steps, "eval.interval",
            f"interval {e.interval} must be between 1 and optim.steps ({o.steps})",
            f"set eval.interval to at most {o.steps}")
@@ -177,6 +183,8 @@ def identity_hash(config: dict[str, Any]) -> str:
     from orchestrator import __version__
 
     keyed = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+    if isinstance(keyed.get("optim"), dict):
+        keyed["optim"] = {k: v for k, v in keyed["optim"].items() if k not in NOT_IDENTITY_OPTIM}
     manifests = manifests_of(config["data"], config["eval"])
     keyed["_identity"] = {"manifests": [_content(p) for p in manifests.values()], "version": __version__}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()

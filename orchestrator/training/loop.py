@@ -24,11 +24,11 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from orchestrator.training.optim import build_optimizer, build_scheduler
 
 from orchestrator.training import adapter as adapters
-from orchestrator.training import checkpoint, modeling, targets
+from orchestrator.training import checkpoint, encoder_cache, modeling, targets
 from orchestrator.registry import liveness
 from orchestrator.artifacts.atomic import check_output_dir, save_adapter, write_text_atomic
 from orchestrator.artifacts.run_folder import BEST_ADAPTER, LAST_ADAPTER, RunFolder
-from orchestrator.data.batching import AudioBank, model_inputs, training_stream
+from orchestrator.data.batching import AudioBank, training_stream
 from orchestrator.errors import OrchestratorError
 from orchestrator.training.evaluate import EvalResult, evaluate
 from orchestrator.data.manifest import TRAINING_SPLITS, Filtered, load_splits as read_splits, overlap
@@ -258,6 +258,7 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
     batches = itertools.islice(stream, consumed, None)  # a pure function of data + seed: resume is exact
     for part in (splits.train.kept, replay):  # decoded once into the disk cache, one entry per manifest
         bank.prepare(u.audio_filepath for u in part)
+    step_inputs = encoder_cache.step_inputs(o, model, processor, bank, [*splits.train.kept, *replay], device)
 
     intervals: list[Interval] = list(store.get_run(run_id).intervals)  # so far (a resumed run has some)
 
@@ -300,7 +301,7 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
             for _ in range(o.grad_accum):
-                loss = model(**model_inputs(processor, bank, next(batches), device)).loss / o.grad_accum
+                loss = model(**step_inputs(next(batches))).loss / o.grad_accum
                 consumed += 1
                 loss.backward()
                 step_loss += loss.item()
