@@ -148,8 +148,9 @@ def convergence(run: Run) -> Verdict:
 
 
 def stability_window(run: Run, conf: CriteriaConf) -> list:
-    """The last `stability_window` trained intervals (step 0 is no part of it)."""
-    return trained(run)[-conf.stability_window:]
+    """The last `stability_window` trained intervals that recorded a domain WER (step 0 is no
+    part of it; a NaN WER is recorded, and fails the criterion)."""
+    return [i for i in trained(run) if i.domain_wer is not None][-conf.stability_window:]
 
 
 def stability(run: Run, bound: RangeBound | None, conf: CriteriaConf) -> Verdict:
@@ -158,11 +159,12 @@ def stability(run: Run, bound: RangeBound | None, conf: CriteriaConf) -> Verdict
     threshold = f"range ≤ {thr:g} pts over the last {n} trained intervals"
     window = stability_window(run, conf)
     if len(window) < n:
-        return Verdict("stability", NA, "—", f"{len(window)} trained interval(s), needs {n}", threshold)
+        return Verdict("stability", NA, "—", f"{len(window)} trained interval(s) with a domain WER, needs {n}",
+                       threshold)
     steps = "steps " + ", ".join(str(i.step) for i in window)
     bad = [i.step for i in window if not finite(i.domain_wer)]
     if bad:
-        return Verdict("stability", FAIL, "—", f"{steps}: domain WER missing or not a number at step(s) "
+        return Verdict("stability", FAIL, "—", f"{steps}: domain WER is not a number at step(s) "
                        f"{', '.join(map(str, bad))}", threshold)
     if bound is None:  # no per-utterance data: the observed range, as it is
         wers = [POINTS * i.domain_wer for i in window]

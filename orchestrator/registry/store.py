@@ -21,6 +21,7 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import operator
 import os
 import random
@@ -34,8 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import (Connection, Engine, Text, case, cast, column, create_engine, delete, event, func, insert,
-                        inspect, null, or_, select, table, tuple_, update)
+from sqlalchemy import (Connection, Engine, Text, case, cast, column, create_engine, delete, event, exists, func,
+                        insert, inspect, null, or_, select, table, tuple_, update)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -69,7 +70,7 @@ CHECK_COLUMNS = ("name", "passed", "details", "created_at")
 # the OS page cache) and the database stays consistent after a power loss, which may drop the
 # last commits; commits then cost no fsync, so parallel writers are not serialised on the disk.
 SQLITE_PRAGMAS = ("busy_timeout = 30000", "foreign_keys = ON", "journal_mode = WAL", "synchronous = NORMAL")
-SPLITS = ("domain", "heldout")
+SPLITS = ("domain", "heldout", "select")  # "select": the dev set, eval.select_manifest
 UTTERANCE_FIELDS = ("audio_filepath", "reference", "hypothesis", "errors", "ref_words")
 ANNOTATION = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 READ_ONLY = "orchestrator_read_only"  # execution option: a SQLite transaction that takes no write lock
@@ -214,6 +215,8 @@ class Store:
             if "step" not in values or set(values) - fields:
                 raise RegistryError(f"interval {dict(values)} needs a step and only the fields "
                                     f"{', '.join(sorted(fields))}", fix="e.g. {'step': 600, 'domain_wer': 0.1264}")
+        for values in intervals:
+            check_wers(values, where=f"step {values['step']}")
         steps_seen = [int(i["step"]) for i in intervals]
         if len(set(steps_seen)) != len(steps_seen):
             raise RegistryError(f"external run {experiment!r} repeats a step: {sorted(steps_seen)}",
@@ -265,6 +268,7 @@ class Store:
         audio_filepath, reference, hypothesis, errors, ref_words. They are written in the
         same transaction as the interval and replace that split's earlier rows for `step`;
         a split left out keeps its rows."""
+        check_wers(dict(domain_wer=domain_wer, heldout_wer=heldout_wer, select_wer=select_wer), where=f"step {step}")
         rows = _utterance_rows(run_id, step, utterances or {})
         values = dict(
             lr=lr,
@@ -694,8 +698,11 @@ def _run_columns(lean: bool) -> list[Any]:
     # criteria as their JSON text, parsed once per distinct text (_to_run): runs share a few sets
     chosen = {"criteria": cast(table.c.criteria, Text)}
     if lean:
-        needs_config = or_(table.c.sweep_id.is_not(None), table.c.status == "running")
-        chosen.update(targets=null(), data_stats=null(), config=case((needs_config, table.c.config)))
+        # runs with per-utterance results: their config groups seeds, their data_stats name speakers
+        judged = exists().where(SqlUtteranceResult.run_id == table.c.id)
+        needs_config = or_(table.c.sweep_id.is_not(None), table.c.status == "running", judged)
+        chosen.update(targets=null(), data_stats=case((judged, table.c.data_stats)),
+                      config=case((needs_config, table.c.config)))
     return [chosen.get(name, table.c[name]) for name in RUN_COLUMNS]
 
 
@@ -821,6 +828,25 @@ def _utterance_rows(run_id: str, step: int, utterances: Mapping[str, Sequence[An
                           audio_filepath=str(values["audio_filepath"]))
             rows.append(dict(run_id=run_id, step=step, split=split, idx=idx, **values))
     return rows
+
+
+WER_FIELDS = ("domain_wer", "heldout_wer", "select_wer")
+
+
+def check_wers(values: Mapping[str, Any], *, where: str) -> None:
+    """Refuse a WER that is not a finite number >= 0 (NaN, inf, negative): the judge would
+    otherwise skip or select it. (A WER above 1 is possible: insertions.)"""
+    for name in WER_FIELDS:
+        value = values.get(name)
+        if value is None:
+            continue
+        try:
+            ok = math.isfinite(value) and value >= 0
+        except TypeError:
+            ok = False
+        if not ok:
+            raise RegistryError(f"{name} {value!r} at {where} is not a finite number >= 0",
+                                fix="record WERs as fractions (0.1234 for 12.34 %); a failed evaluation is no WER")
 
 
 def _check_split(split: str) -> None:
