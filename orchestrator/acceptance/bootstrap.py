@@ -140,6 +140,7 @@ def replicate_wers(errors: Sequence[Sequence[int]] | np.ndarray, words: Sequence
         idx = rng.integers(0, groups, size=(stop - start, groups))
         offsets = (np.arange(stop - start) * groups)[:, None]
         counts = np.bincount((idx + offsets).ravel(), minlength=(stop - start) * groups).reshape(-1, groups)
+        counts = counts.astype(np.float64)  # a float matrix product runs on BLAS; int64 @ float64 does not
         weights = counts if members is None else counts[:, members]
         sums[start:stop] = weights @ table.T
     with np.errstate(invalid="ignore", divide="ignore"):  # a replicate of empty references -> nan
