@@ -76,15 +76,17 @@ def select_best(intervals: Sequence[Interval], max_heldout_regression: float) ->
         baseline = intervals[0]
     else:
         baseline = next((i for i in intervals if i.step == 0), None)
-    trained = [i for i in intervals if i.step > 0 and (v := getattr(i, field)) is not None and v - v == 0
-               and (d := i.domain_wer) is not None and d - d == 0]  # finite WERs only, inlined (_finite)
-    guarded = []  # the trained intervals within the guard
+    guarded = []  # the trained intervals within the guard, in one pass (a NaN WER is never one)
     if baseline is not None and _finite(baseline.heldout_wer):
         limit, base = max_heldout_regression + EPS, baseline.heldout_wer  # as heldout_regression, inlined
-        guarded = [i for i in trained if _finite(i.heldout_wer) and POINTS * (i.heldout_wer - base) <= limit]
+        guarded = [i for i in intervals if i.step > 0 and (d := i.domain_wer) is not None and d - d == 0
+                   and (h := i.heldout_wer) is not None and POINTS * (h - base) <= limit]  # False for NaN
+        if by == "select":
+            guarded = [i for i in guarded if _finite(i.select_wer)]
     if guarded:
         best = min(guarded, key=key)
         return Selection(best, True, heldout_regression(best, baseline), by)
+    trained = [i for i in intervals if i.step > 0 and _finite(getattr(i, field)) and _finite(i.domain_wer)]
     if not trained:  # none within the guard
         return None
     best = min(trained, key=key)

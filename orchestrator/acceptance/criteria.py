@@ -54,6 +54,10 @@ def _guard_note(selection: Selection | None, conf: CriteriaConf) -> str:
 
 def not_finite(run: Run, split: str) -> list[int]:
     """Trained steps whose `split` WER is recorded but not a finite number (NaN, inf)."""
+    values = list(map(_FIELD[split], run.intervals))  # fast path: one sum is finite iff every term is
+    total = sum(values) if None not in values else sum(v for v in values if v is not None)
+    if total - total == 0:
+        return []
     return [i.step for i in trained(run) if wer_of(i, split) is not None and not finite(wer_of(i, split))]
 
 
@@ -126,6 +130,7 @@ def heldout_regression(run: Run, c: Comparison, selection: Selection | None, con
 
 
 _STEP, _EVAL_LOSS = operator.attrgetter("step"), operator.attrgetter("eval_loss")
+_FIELD = {"domain": operator.attrgetter("domain_wer"), "heldout": operator.attrgetter("heldout_wer")}
 
 
 def convergence(run: Run) -> Verdict:
@@ -150,14 +155,20 @@ def convergence(run: Run) -> Verdict:
 def stability_window(run: Run, conf: CriteriaConf) -> list:
     """The last `stability_window` trained intervals that recorded a domain WER (step 0 is no
     part of it; a NaN WER is recorded, and fails the criterion)."""
-    return [i for i in trained(run) if i.domain_wer is not None][-conf.stability_window:]
+    window = []
+    for interval in reversed(run.intervals):  # from the end: the report asks this of 10,000 runs
+        if len(window) == conf.stability_window:
+            break
+        if interval.step > 0 and interval.domain_wer is not None:
+            window.append(interval)
+    return window[::-1]
 
 
-def stability(run: Run, bound: RangeBound | None, conf: CriteriaConf) -> Verdict:
+def stability(run: Run, bound: RangeBound | None, conf: CriteriaConf, window: list | None = None) -> Verdict:
     n = conf.stability_window
     thr = conf.max_stability_range
     threshold = f"range ≤ {thr:g} pts over the last {n} trained intervals"
-    window = stability_window(run, conf)
+    window = stability_window(run, conf) if window is None else window
     if len(window) < n:
         return Verdict("stability", NA, "—", f"{len(window)} trained interval(s) with a domain WER, needs {n}",
                        threshold)

@@ -43,11 +43,16 @@ def group_key(run: Run) -> str | None:
 
 def replication_groups(runs: Sequence[Run]) -> list[list[Run]]:
     """Groups of two or more completed runs with the same group_key and distinct seeds."""
+    seeds: dict[tuple, set] = {}  # cheap first: only runs sharing experiment, lr and steps can group
+    for run in runs:
+        if run.status == "completed" and not run.external and run.config:
+            seeds.setdefault((run.experiment, run.lr, run.steps), set()).add(repr(run.config.get("optim", {}).get("seed")))
     groups: dict[str, dict[object, Run]] = {}
     for run in runs:
-        key = group_key(run) if run.status == "completed" else None
-        if key is not None:
-            groups.setdefault(key, {}).setdefault(run.config["optim"].get("seed"), run)  # first run of a seed
+        if len(seeds.get((run.experiment, run.lr, run.steps), ())) > 1 and run.status == "completed":
+            key = group_key(run)
+            if key is not None:
+                groups.setdefault(key, {}).setdefault(run.config["optim"].get("seed"), run)  # first run of a seed
     return [list(members.values()) for members in groups.values() if len(members) > 1]
 
 

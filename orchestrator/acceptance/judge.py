@@ -60,7 +60,7 @@ def judge(
         crit.domain_reduction(run, comparisons["domain"], selection, conf),
         crit.heldout_regression(run, comparisons["heldout"], selection, conf),
         crit.convergence(run),
-        crit.stability(run, bound, conf),
+        crit.stability(run, bound, conf, window),
         crit.identity_errors(run),
         crit.artifact_integrity(run, selection, root),
         crit.parity(run, selection),
