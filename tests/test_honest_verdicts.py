@@ -171,3 +171,23 @@ def test_seeds_form_a_group_with_a_two_level_verdict_and_k_of_n() -> None:
     assert not two.reproducible  # fewer than 3 seeds is never `reproducible`
     data = collect(runs, utterances=None)
     assert len(data.groups) == 1 and "of 3 seeds PASS" in verdict_sections(data)
+
+
+# --- the runner with a dev set --------------------------------------------------------------------
+
+def test_a_run_with_a_dev_set_stores_it_and_picks_the_best_adapter_on_it(run_overrides, speech) -> None:
+    from orchestrator.config.spec import spec_from_overrides
+    from orchestrator.training import loop
+
+    spec = spec_from_overrides([*run_overrides, f"eval.select_manifest={speech['heldout']}"])
+    assert spec.manifests["select"] == str(speech["heldout"])
+    store = Store(next(o.split("=", 1)[1] for o in run_overrides if o.startswith("registry.url=")))
+    run = store.get_run(loop.run(spec, store, progress=False))
+    assert all(i.select_wer is not None and i.select_utts == 8 for i in run.intervals)
+    assert store.utterance_errors(run.id, 2, "select")[1].sum() > 0
+    pick = select_best(run.intervals, 0.2)
+    assert pick.by == "select" and run.artifact("lora_adapter_best").step == pick.interval.step
+    verdict = judge(run, store)
+    assert verdict["artifact_integrity"].status == PASS  # runner and judge agree on the pick
+    assert verdict.comparisons["domain"].method in (DEV_SET, "point estimate")
+    store.close()
