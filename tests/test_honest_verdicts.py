@@ -14,11 +14,11 @@ from orchestrator.acceptance.groups import group_key, judge_group, replication_g
 from orchestrator.acceptance.verdicts import DEV_SET, FAIL, INCONCLUSIVE, MAX_TYPE, NA, PASS, judge
 from orchestrator.config.criteria import CriteriaConf
 from orchestrator.errors import RegistryError
-from orchestrator.registry import Interval, Store
+from orchestrator.registry import Store
 from orchestrator.report import collect, verdict_sections
 from orchestrator.selection import select_best
 
-from simulate_runs import NOW, pass_rates, simulate
+from simulate_runs import pass_rates, simulate
 
 
 # --- selection honesty, by simulation --------------------------------------------------------

@@ -25,8 +25,6 @@ from orchestrator.config.criteria import CriteriaConf
 from orchestrator.selection import EPS, Selection
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from orchestrator.registry.entities import Interval, Run
 
 _WER = {"domain": "domain_wer", "heldout": "heldout_wer"}
