@@ -93,24 +93,27 @@ def test_the_lean_read_judges_and_renders_as_the_full_read(backend: str, request
     full, lean = store.list_runs(), store.list_runs(lean=True)
     assert [r.id for r in full] == [r.id for r in lean]
     assert full == [store.get_run(r.id) for r in full]  # the set-based read and the ORM one agree
+    judged = {key[0] for key in store.utterance_errors_many((r.id, i.step) for r in full for i in r.intervals)}
     for f, l in zip(full, lean):  # the judged fields are read, the others are left out
         assert [tuple(getattr(i, name) for name in JUDGED_FIELDS) for i in f.intervals] == \
                [tuple(getattr(i, name) for name in JUDGED_FIELDS) for i in l.intervals]
         assert all(i.lr is i.train_loss is i.domain_utts is i.created_at is None for i in l.intervals)
-        assert (l.targets, l.data_stats) == ([], {})
-        assert l.config == (f.config if f.sweep_id or f.status == "running" else {})
+        assert (l.targets, l.data_stats) == ([], f.data_stats if f.id in judged else {})  # speakers live there
+        assert l.config == (f.config if f.sweep_id or f.status == "running" or f.id in judged else {})
         left_out = ("intervals", "config", "targets", "data_stats")
         assert dataclasses.replace(f, **{name: getattr(l, name) for name in left_out}) == l  # all else read
-    assert {r.id for r in lean if r.config} == {"live-d", "sweep-0", "sweep-1"}
+    assert {r.id for r in lean if r.config} == {"live-d", "sweep-0", "sweep-1"} | {r.id for r in full if r.config and r.id in judged}
 
     judged = [collect(runs, utterances=store, root=tmp_path) for runs in (full, lean)]
     store.close()
     summaries = [{run_id: summary(v) for run_id, v in data.verdicts.items()} for data in judged]
     assert summaries[0] == summaries[1]
     statuses = {run_id: [c[1] for c in s["criteria"]] for run_id, s in summaries[0].items()}
-    assert statuses["full-a"] == ["PASS", "INCONCLUSIVE", "PASS", "PASS", "PASS", "PASS", "PASS"]
-    assert summaries[0]["full-a"]["comparisons"]["domain"][-1] == "paired bootstrap, 10000 replicates, n=40"
-    assert statuses["gaps-b"] == ["PASS", "N/A", "FAIL", "FAIL", "PASS", "FAIL", "FAIL"]
+    # stability: independent errors per interval on 40 utterances cannot show a range <= 0.5
+    assert statuses["full-a"] == ["PASS", "INCONCLUSIVE", "PASS", "INCONCLUSIVE", "PASS", "PASS", "PASS"]
+    assert summaries[0]["full-a"]["comparisons"]["domain"][-1] == \
+        "max-type band over 3 intervals (picked on this set), 10000 replicates, n=40"
+    assert statuses["gaps-b"] == ["INCONCLUSIVE", "N/A", "FAIL", "N/A", "PASS", "FAIL", "FAIL"]
     assert statuses["ext-c"] == ["PASS", "PASS", "N/A", "N/A", "N/A", "N/A", "N/A"]
     for render in (run_matrix, sweep_sections, verdict_sections):
         assert render(judged[0]) == render(judged[1])
@@ -154,7 +157,7 @@ def test_a_verdict_matrix_and_the_most_recent_sections_past_verdict_runs() -> No
     header, _rule, *rows = [cells(line) for line in table_lines(matrix)]
     assert header == ["Run ID", "Overall", *TITLES.values()]
     assert [row[0] for row in rows] == [run.id for run in runs]  # every run, oldest first
-    assert rows[0][1:] == ["FAIL", "PASS", "FAIL", "FAIL", "FAIL", "N/A", "FAIL", "FAIL"]
+    assert rows[0][1:] == ["FAIL", "INCONCLUSIVE", "FAIL", "FAIL", "N/A", "N/A", "FAIL", "FAIL"]
     assert rows[-1][1] == "pending"
     headings = [s for s in sections if s.startswith("### ")]
     assert headings[0].startswith("### exp_a-003") and len(headings) == VERDICT_RUNS

@@ -32,7 +32,7 @@ def test_two_utterances_by_hand() -> None:
     boot = paired_bootstrap([1, 0], [1, 1], [0, 0], [1, 1], replicates=20_000, seed=3)
     assert boot.delta == pytest.approx(-50.0)
     assert (boot.ci_low, boot.ci_high) == (-100.0, 0.0)
-    assert boot.p_improvement == pytest.approx(0.75, abs=4 * np.sqrt(0.75 * 0.25 / 20_000))
+    assert boot.p_improvement == pytest.approx(0.875, abs=4 * np.sqrt(0.25 / 20_000))  # (1,1) ties: half
     assert boot.replicates == 20_000 and boot.confidence == 0.95
 
 
@@ -45,7 +45,7 @@ def test_matches_the_exact_bootstrap_distribution(monkeypatch, chunk: int) -> No
     boot = paired_bootstrap(b_err, words, t_err, words, replicates=replicates, seed=11)
 
     assert boot.delta == pytest.approx(100 * (5 - 7) / 23)
-    p_exact = float(probs[values < 0].sum())
+    p_exact = float(probs[values < 0].sum() + 0.5 * probs[values == 0].sum())  # ties count half
     assert boot.p_improvement == pytest.approx(p_exact, abs=4 * np.sqrt(p_exact * (1 - p_exact) / replicates))
     assert quantile(values, probs, 0.015) <= boot.ci_low <= quantile(values, probs, 0.035)
     assert quantile(values, probs, 0.965) <= boot.ci_high <= quantile(values, probs, 0.985)
@@ -75,7 +75,7 @@ def test_clearly_better_system_excludes_zero_and_is_fast() -> None:
 
 def test_identical_systems_have_a_zero_interval() -> None:
     boot = paired_bootstrap([1, 2, 0], [3, 4, 5], [1, 2, 0], [3, 4, 5], replicates=500)
-    assert (boot.delta, boot.ci_low, boot.ci_high, boot.p_improvement) == (0.0, 0.0, 0.0, 0.0)
+    assert (boot.delta, boot.ci_low, boot.ci_high, boot.p_improvement) == (0.0, 0.0, 0.0, 0.5)  # ties count half
 
 
 @pytest.mark.parametrize("args,match", [

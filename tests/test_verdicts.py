@@ -16,7 +16,7 @@ from factories import interval
 from orchestrator.artifacts.atomic import ADAPTER_WEIGHTS, sha256_file
 from orchestrator.errors import ConfigError
 from orchestrator.registry import Interval, Run, Store
-from orchestrator.acceptance.bootstrap import paired_bootstrap
+from orchestrator.acceptance.bootstrap import contrasts, paired_bootstrap, replicate_wers
 from orchestrator.acceptance.verdicts import FAIL, INCONCLUSIVE, NA, PASS, judge, matrix_status, overall_verdict
 from orchestrator.config.criteria import CriteriaConf, load_criteria
 from orchestrator.selection import select_best
@@ -127,7 +127,9 @@ def make_run(store: Store, tmp_path: Path, *, domain: dict[int, np.ndarray], hel
 def good_run(store: Store, tmp_path: Path, **kw) -> Run:
     rng = np.random.default_rng(7)
     base_d, base_h = errors_with_total(1200, rng), errors_with_total(400, rng)  # 30.00 %, 10.00 %
-    domain = {0: base_d, 2: churn(base_d, -400, rng), 4: churn(base_d, -408, rng), 6: churn(base_d, -404, rng)}
+    d2 = churn(base_d, -400, rng)  # late intervals are nearly the same model: they differ on a few utterances
+    d4 = churn(d2, -8, rng, swaps=4)
+    domain = {0: base_d, 2: d2, 4: d4, 6: churn(d4, 4, rng, swaps=4)}
     heldout = {step: base_h.copy() for step in domain}
     return make_run(store, tmp_path, domain=domain, heldout=heldout, **kw)
 
@@ -141,19 +143,21 @@ def test_a_good_run_passes_every_criterion_with_its_number(store: Store, tmp_pat
     domain = verdict.comparisons["domain"]
     assert domain.paired and domain.delta == pytest.approx(-10.20)
     assert verdict["domain_reduction"].value.startswith("+10.20 pts (95% CI [")
-    assert verdict["stability"].value == "0.20 pts"
+    assert verdict["stability"].value.startswith("0.20 pts (95% CI [0.00, ")  # the range's bootstrap interval
+    assert domain.method == "max-type" and domain.candidates == 3  # picked on the domain set itself
     assert all(v.value for v in verdict.criteria)
 
 
 def test_bootstrap_of_the_report_is_reproducible_from_the_stored_errors(store: Store, tmp_path: Path) -> None:
     run = good_run(store, tmp_path)
     verdict = judge(run, store)
-    b_err, b_words = store.utterance_errors(run.id, 0, "domain")
-    t_err, t_words = store.utterance_errors(run.id, 4, "domain")
-    by_hand = paired_bootstrap(b_err, b_words, t_err, t_words, replicates=10_000, seed=0)
+    arrays = [store.utterance_errors(run.id, step, "domain") for step in (0, 2, 4, 6)]
+    reps = replicate_wers([err for err, _ in arrays], arrays[0][1], replicates=10_000, seed=0)
+    band = contrasts(reps, [(1, 0), (2, 0), (3, 0)], simultaneous=True)[1]  # step 4, picked among three
     c = verdict.comparisons["domain"]
-    assert (c.delta, c.ci_low, c.ci_high, c.p_improvement) == (
-        by_hand.delta, by_hand.ci_low, by_hand.ci_high, by_hand.p_improvement)
+    assert (c.delta, c.ci_low, c.ci_high, c.p_improvement) == (band.delta, band.low, band.high, band.p_improvement)
+    plain = paired_bootstrap(arrays[0][0], arrays[0][1], arrays[2][0], arrays[2][1], replicates=10_000, seed=0)
+    assert c.ci_low < plain.ci_low and c.ci_high > plain.ci_high  # wider: it pays for the pick
 
 
 def test_a_run_whose_heldout_got_worse_never_passes(store: Store, tmp_path: Path) -> None:
@@ -235,8 +239,8 @@ def test_without_per_utterance_data_the_point_estimate_is_used_and_said(store: S
     run = good_run(store, tmp_path)
     verdict = judge(run, None)
     assert not verdict.comparisons["domain"].paired
-    assert verdict["domain_reduction"].status == PASS
-    assert verdict["domain_reduction"].detail == "point estimate, no per-utterance data"
+    assert verdict["domain_reduction"].status == INCONCLUSIVE  # no interval: at best INCONCLUSIVE
+    assert verdict["domain_reduction"].detail == "point estimate, no per-utterance data (no interval, so at best INCONCLUSIVE)"
 
 
 def test_external_run_is_judged_on_what_it_reported(store: Store) -> None:
@@ -249,6 +253,7 @@ def test_external_run_is_judged_on_what_it_reported(store: Store) -> None:
     assert (verdict["domain_reduction"].status, verdict["domain_reduction"].value) == (FAIL, "-0.24 pts")
     assert (verdict["heldout_regression"].status, verdict["heldout_regression"].value) == (PASS, "+0.13 pts")
     assert verdict["domain_reduction"].detail == "point estimate, no per-utterance data"
+    assert "external run" in verdict["heldout_regression"].detail  # a point estimate PASSes only when recorded
     assert [v.status for v in verdict.criteria[2:]] == [NA] * 5
     assert verdict.overall == FAIL and matrix_status(run, verdict) == "failed"
 

@@ -22,7 +22,7 @@ CHUNK_CELLS = 1 << 21  # resampled indices per chunk: ~16 MiB of int64, ~100 MiB
 
 class Bootstrap(NamedTuple):
     """tuned WER - baseline WER (points): observed `delta`, its percentile interval, and the
-    fraction of replicates in which the tuned system's corpus WER is lower."""
+    fraction of replicates in which the tuned system's corpus WER is lower (ties count half)."""
 
     delta: float
     ci_low: float
@@ -57,14 +57,15 @@ def paired_bootstrap(
     replicates: int = 10_000,
     seed: int = 0,
     confidence: float = 0.95,
+    clusters: Sequence[int] | np.ndarray | None = None,
 ) -> Bootstrap:
-    """Resample utterances with replacement (the same indices for both systems), take each
-    system's corpus WER = sum(errors) / sum(words) per replicate, and summarise
-    delta = tuned - baseline in points: percentile interval at `confidence`, P(tuned < baseline).
+    """Resample utterances with replacement (the same indices for both systems; whole clusters,
+    e.g. speakers, when `clusters` is given), take each system's corpus WER = sum(errors) /
+    sum(words) per replicate, and summarise delta = tuned - baseline in points: percentile
+    interval at `confidence`, P(tuned < baseline) with ties counted half.
 
-    Deterministic for a given seed and input size. Vectorised: replicates are drawn in chunks
-    of at most CHUNK_CELLS resampled indices, never one Python iteration per replicate.
-    """
+    Valid for ONE comparison fixed in advance (see `contrasts` for a picked one). Deterministic
+    for a given seed and input size; vectorised (replicate_wers)."""
     import numpy as np
 
     arrays = [np.asarray(a, dtype=np.float64) for a in (base_err, base_words, tuned_err, tuned_words)]
@@ -73,37 +74,110 @@ def paired_bootstrap(
         raise ValueError("paired bootstrap needs four 1-D arrays of the same length (one entry per utterance)")
     if n == 0:
         raise ValueError("paired bootstrap needs at least one utterance")
+    if not np.array_equal(arrays[1], arrays[3]):
+        raise ValueError("paired bootstrap needs the same reference words for both systems")
+    reps = replicate_wers([arrays[0], arrays[2]], arrays[1], replicates=replicates, seed=seed, clusters=clusters)
+    (c,) = contrasts(reps, [(1, 0)], confidence=confidence)
+    return Bootstrap(delta=c.delta, ci_low=c.low, ci_high=c.high, p_improvement=c.p_improvement,
+                     replicates=int(reps.boot.shape[0]), confidence=float(confidence))
+
+
+class Contrast(NamedTuple):
+    """One difference `wer[a] - wer[b]` (points) out of `contrasts`: observed, its bounds, and the
+    share of replicates in which it is below zero (ties count half)."""
+
+    delta: float
+    low: float
+    high: float
+    p_improvement: float
+    se: float
+
+
+class Replicates(NamedTuple):
+    """Corpus WERs (fractions) of several systems scored on one manifest: `observed` (S,) and
+    `boot` (R, S), every replicate resampling the SAME utterances (or speakers) for all systems."""
+
+    observed: np.ndarray
+    boot: np.ndarray
+
+
+def replicate_wers(errors: Sequence[Sequence[int]] | np.ndarray, words: Sequence[int] | np.ndarray, *,
+                   replicates: int = 10_000, seed: int = 0,
+                   clusters: Sequence[int] | np.ndarray | None = None) -> Replicates:
+    """Each system's (row of `errors`) corpus WER, observed and in `replicates` bootstrap
+    resamples of the utterances with replacement, the same resample for every system.
+
+    `clusters` (one integer per utterance, e.g. its speaker): resample whole clusters instead
+    (a block bootstrap: utterances of one speaker are not independent). A replicate is a weight
+    per utterance (how often it was drawn), so sums are one matrix product; drawn in chunks of
+    at most CHUNK_CELLS draws. Deterministic per seed and input size."""
+    import numpy as np
+
+    err = np.atleast_2d(np.asarray(errors, dtype=np.float64))
+    w = np.asarray(words, dtype=np.float64)
+    n = w.shape[0]
+    if w.ndim != 1 or err.shape[1] != n:
+        raise ValueError("the bootstrap needs arrays of the same length (one entry per utterance)")
+    if n == 0:
+        raise ValueError("the bootstrap needs at least one utterance")
     if replicates < 1:
         raise ValueError(f"replicates must be >= 1, got {replicates}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    b_err, b_words, t_err, t_words = arrays
-    delta = POINTS * (corpus_wer(t_err, t_words) - corpus_wer(b_err, b_words))
-
+    if w.sum() <= 0:
+        raise ValueError("corpus WER needs at least one reference word")
+    if clusters is None:
+        groups, members = n, None
+    else:
+        _, members = np.unique(np.asarray(clusters), return_inverse=True)
+        if members.shape[0] != n:
+            raise ValueError("clusters needs one entry per utterance")
+        groups = int(members.max()) + 1
+    table = np.vstack([err, w])  # (S + 1, n): the words ride along as one more row
     rng = np.random.default_rng(seed)
-    per_chunk = max(1, CHUNK_CELLS // n)
-    deltas = np.empty(replicates, dtype=np.float64)
+    per_chunk = max(1, CHUNK_CELLS // max(groups, n))
+    sums = np.empty((replicates, table.shape[0]), dtype=np.float64)
     for start in range(0, replicates, per_chunk):
         stop = min(start + per_chunk, replicates)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        with np.errstate(invalid="ignore", divide="ignore"):  # a replicate of empty references -> nan
-            base = b_err[idx].sum(axis=1) / b_words[idx].sum(axis=1)
-            tuned = t_err[idx].sum(axis=1) / t_words[idx].sum(axis=1)
-        deltas[start:stop] = POINTS * (tuned - base)
-
-    finite = deltas[np.isfinite(deltas)]
-    if finite.size == 0:
+        idx = rng.integers(0, groups, size=(stop - start, groups))
+        offsets = (np.arange(stop - start) * groups)[:, None]
+        counts = np.bincount((idx + offsets).ravel(), minlength=(stop - start) * groups).reshape(-1, groups)
+        counts = counts.astype(np.float64)  # a float matrix product runs on BLAS; int64 @ float64 does not
+        weights = counts if members is None else counts[:, members]
+        sums[start:stop] = weights @ table.T
+    with np.errstate(invalid="ignore", divide="ignore"):  # a replicate of empty references -> nan
+        boot = sums[:, :-1] / sums[:, -1:]
+    boot = boot[np.isfinite(boot).all(axis=1)]
+    if boot.shape[0] == 0:
         raise ValueError("every bootstrap replicate drew utterances without reference words")
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(finite, [tail, 100 - tail])
-    return Bootstrap(
-        delta=float(delta),
-        ci_low=float(low),
-        ci_high=float(high),
-        p_improvement=float(np.mean(finite < 0)),
-        replicates=int(finite.size),
-        confidence=float(confidence),
-    )
+    return Replicates(err.sum(axis=1) / w.sum(), boot)
+
+
+def contrasts(reps: Replicates, pairs: Sequence[tuple[int, int]], *, confidence: float = 0.95,
+              simultaneous: bool = False) -> list[Contrast]:
+    """`wer[a] - wer[b]` in points for each (a, b) in `pairs`, with bounds at `confidence`.
+
+    simultaneous=False: each pair's percentile interval (valid for ONE pair chosen in advance).
+    simultaneous=True: a max-type band (studentised, one quantile per side): every pair's true
+    difference lies within its bounds at once with probability `confidence` (each side
+    (1 - confidence) / 2), so the bounds of whichever pair the data made us pick stay valid.
+    Picking the best pair and re-bootstrapping it alone is not valid: it doubles the optimism."""
+    import numpy as np
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    a, b = (np.array([p[i] for p in pairs], dtype=int) for i in (0, 1))
+    observed = POINTS * (reps.observed[a] - reps.observed[b])
+    deltas = POINTS * (reps.boot[:, a] - reps.boot[:, b])  # (R, pairs)
+    p_improvement = (deltas < 0).mean(axis=0) + 0.5 * (deltas == 0).mean(axis=0)
+    se = deltas.std(axis=0)
+    tail = (1 - confidence) / 2
+    if simultaneous:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.where(se > 0, (deltas - observed) / np.where(se > 0, se, 1), 0.0)
+        up, down = np.quantile(z.max(axis=1), 1 - tail), np.quantile((-z).max(axis=1), 1 - tail)
+        low, high = observed - up * se, observed + down * se
+    else:
+        low, high = np.quantile(deltas, [tail, 1 - tail], axis=0)
+    return [Contrast(*map(float, values)) for values in zip(observed, low, high, p_improvement, se)]
 
 
 def loss_trend(steps: Sequence[float], losses: Sequence[float]) -> LossTrend:

@@ -122,6 +122,7 @@ class EvalConf:
     domain_manifest: str = "data/domain_manifest.jsonl"
     heldout_manifest: str = "data/heldout_manifest.jsonl"
     batch_size: int = 16
+    select_manifest: Optional[str] = None  # dev set that picks the checkpoint (WER only); verdicts stay honest
 
 
 @dataclass

@@ -71,6 +71,9 @@ def manifests_of(data: DataConf | dict, eval: EvalConf | dict) -> dict[str, str]
            "heldout": get(eval, "heldout_manifest")}
     if get(data, "replay_manifest"):
         out["replay"] = get(data, "replay_manifest")
+    select = eval.get("select_manifest") if isinstance(eval, dict) else getattr(eval, "select_manifest", None)
+    if select:  # the dev set (eval.select_manifest): picks the checkpoint, so the verdict's sets stay untouched
+        out["select"] = select
     return out
 
 

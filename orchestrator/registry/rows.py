@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import operator
 import os
 import re
@@ -13,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Text, case, cast, null, or_
+from sqlalchemy import Text, case, cast, exists, null, or_
 from sqlalchemy.orm import Session
 
 from orchestrator.errors import RegistryError
@@ -32,7 +33,7 @@ RUN_COLUMNS = ("id", "experiment", "status", "config", "config_hash", "model_id"
                "heartbeat_at", "host", "pid", "stop_reason")
 ARTIFACT_COLUMNS = ("kind", "path", "sha256", "step", "created_at")
 CHECK_COLUMNS = ("name", "passed", "details", "created_at")
-SPLITS = ("domain", "heldout")
+SPLITS = ("domain", "heldout", "select")  # "select": the dev set, eval.select_manifest
 UTTERANCE_FIELDS = ("audio_filepath", "reference", "hypothesis", "errors", "ref_words")
 ANNOTATION = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
@@ -70,8 +71,11 @@ def _run_columns(lean: bool) -> list[Any]:
     # criteria as their JSON text, parsed once per distinct text (_to_run): runs share a few sets
     chosen = {"criteria": cast(table.c.criteria, Text)}
     if lean:
-        needs_config = or_(table.c.sweep_id.is_not(None), table.c.status == RunStatus.RUNNING.value)
-        chosen.update(targets=null(), data_stats=null(), config=case((needs_config, table.c.config)))
+        # runs with per-utterance results: their config groups seeds, their data_stats name speakers
+        judged = exists().where(SqlUtteranceResult.run_id == table.c.id)
+        needs_config = or_(table.c.sweep_id.is_not(None), table.c.status == RunStatus.RUNNING.value, judged)
+        chosen.update(targets=null(), data_stats=case((judged, table.c.data_stats)),
+                      config=case((needs_config, table.c.config)))
     return [chosen.get(name, table.c[name]) for name in RUN_COLUMNS]
 
 
@@ -198,6 +202,25 @@ def _utterance_rows(run_id: str, step: int, utterances: Mapping[str, Sequence[An
                           audio_filepath=str(values["audio_filepath"]))
             rows.append(dict(run_id=run_id, step=step, split=split, idx=idx, **values))
     return rows
+
+
+WER_FIELDS = ("domain_wer", "heldout_wer", "select_wer")
+
+
+def check_wers(values: Mapping[str, Any], *, where: str) -> None:
+    """Refuse a WER that is not a finite number >= 0 (NaN, inf, negative): the judge would
+    otherwise skip or select it. (A WER above 1 is possible: insertions.)"""
+    for name in WER_FIELDS:
+        value = values.get(name)
+        if value is None:
+            continue
+        try:
+            ok = math.isfinite(value) and value >= 0
+        except TypeError:
+            ok = False
+        if not ok:
+            raise RegistryError(f"{name} {value!r} at {where} is not a finite number >= 0",
+                                fix="record WERs as fractions (0.1234 for 12.34 %); a failed evaluation is no WER")
 
 
 def _check_split(split: str) -> None:

@@ -36,7 +36,7 @@ from orchestrator.registry.entities import Interval, Run, RunStatus
 from orchestrator.registry.models import SqlArtifact, SqlCheck, SqlInterval, SqlRun, SqlUtteranceResult
 from orchestrator.registry.reads import T, StoreReads
 from orchestrator.registry.rows import (ARTIFACT_COLUMNS, CHECK_COLUMNS, JUDGED_FIELDS, RUN_COLUMNS, _beat,
-                                        _check_annotation, _new_id, _now, _orm_run, _upsert, _utc,
+                                        _check_annotation, _new_id, check_wers, _now, _orm_run, _upsert, _utc,
                                         _utterance_rows)
 
 __all__ = ["ARTIFACT_COLUMNS", "CHECK_COLUMNS", "HEAD_REVISION", "JUDGED_FIELDS", "MIGRATIONS", "RUN_COLUMNS",
@@ -142,6 +142,8 @@ class Store(StoreReads):
             if "step" not in values or set(values) - fields:
                 raise RegistryError(f"interval {dict(values)} needs a step and only the fields "
                                     f"{', '.join(sorted(fields))}", fix="e.g. {'step': 600, 'domain_wer': 0.1264}")
+        for values in intervals:
+            check_wers(values, where=f"step {values['step']}")
         steps_seen = [int(i["step"]) for i in intervals]
         if len(set(steps_seen)) != len(steps_seen):
             raise RegistryError(f"external run {experiment!r} repeats a step: {sorted(steps_seen)}",
@@ -193,6 +195,7 @@ class Store(StoreReads):
         audio_filepath, reference, hypothesis, errors, ref_words. They are written in the
         same transaction as the interval and replace that split's earlier rows for `step`;
         a split left out keeps its rows."""
+        check_wers(dict(domain_wer=domain_wer, heldout_wer=heldout_wer, select_wer=select_wer), where=f"step {step}")
         rows = _utterance_rows(run_id, step, utterances or {})
         values = dict(
             lr=lr,

@@ -38,13 +38,14 @@ class EvalResult:
 
 
 def word_errors(references: list[str], hypotheses: list[str]) -> tuple[float, list[int], list[int]]:
-    """Corpus WER and, per utterance, its error count and reference word count (jiwer alignments)."""
+    """Corpus WER and, per utterance, its error count and reference word count, both from jiwer's
+    own alignment and tokens, so sum(errors) / sum(words) is jiwer's WER exactly."""
     out = jiwer.process_words(references, hypotheses)
     errors = []
     for chunks in out.alignments:
         errors.append(sum(max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
                           for c in chunks if c.type != "equal"))
-    return out.wer, errors, [len(r.split()) for r in references]
+    return out.wer, errors, [len(tokens) for tokens in out.references]
 
 
 def token_budget(batch: Sequence[Utterance], tokens_per_second: float) -> int:

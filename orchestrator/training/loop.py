@@ -33,6 +33,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.training.evaluate import EvalResult, evaluate
 from orchestrator.data.manifest import TRAINING_SPLITS, Filtered, load_splits as read_splits, overlap
 from orchestrator.data.manifest_compare import orthography, orthography_differences, shared_speakers
+from orchestrator.data.speakers import speaker_ids
 from orchestrator.registry import Interval, RunStatus, Store
 from orchestrator.config.spec import RunSpec
 from orchestrator.selection import select_best
@@ -47,10 +48,14 @@ class Splits:
     domain: Filtered
     heldout: Filtered
     replay: Filtered | None = None  # general speech mixed into training batches (data.replay_*)
+    select: Filtered | None = None  # the dev set that picks the checkpoint (eval.select_manifest)
+    speakers: dict | None = None  # {split: speaker id per utterance}, for the judge's block bootstrap
 
     def stats(self) -> dict:
-        parts = {"train": self.train, "domain": self.domain, "heldout": self.heldout, "replay": self.replay}
-        return {name: part.counts() for name, part in parts.items() if part is not None}
+        parts = {"train": self.train, "domain": self.domain, "heldout": self.heldout, "replay": self.replay,
+                 "select": self.select}
+        stats = {name: part.counts() for name, part in parts.items() if part is not None}
+        return {**stats, "speakers": self.speakers} if self.speakers else stats
 
 
 def load_splits(spec: RunSpec) -> Splits:
@@ -76,7 +81,9 @@ def load_splits(spec: RunSpec) -> Splits:
                         "`orchestrator manifest expand --exclude %s`)", spec.manifests[name], name,
                         shared.same_audio, shared.total, shared.same_text, spec.manifests["train"])
     _compare_with_training(spec, parts)
-    return Splits(**parts)
+    speakers = {name: ids for name in ("domain", "heldout", "select") if name in parts
+                and (ids := speaker_ids(spec.manifests[name], parts[name].kept)) is not None}
+    return Splits(**parts, speakers=speakers or None)
 
 
 def _compare_with_training(spec: RunSpec, parts: dict[str, Filtered]) -> None:
@@ -240,7 +247,7 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
            device: torch.device, progress: bool, on_interval: IntervalHook | None = None) -> str | None:
     """The train loop; returns why it stopped before optim.steps (`on_interval`), else None."""
     o = spec.optim
-    known = {path: digest for part in (splits.train, splits.domain, splits.heldout, splits.replay)
+    known = {path: digest for part in (splits.train, splits.domain, splits.heldout, splits.replay, splits.select)
              if part is not None for path, digest in part.sha256.items()}  # hashed by load_split already
     bank = AudioBank(spec.data, cache_dir=RunFolder(spec.output_dir, run_id).audio_cache, digests=known)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -269,14 +276,18 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
         # the registry keeps the domain eval loss only (criterion 3), so heldout skips the loss pass
         heldout: EvalResult = evaluate(model, processor, bank, splits.heldout.kept, desc=f"eval heldout @{step}",
                                        with_loss=False, **kw)
+        dev = None if splits.select is None else evaluate(  # the dev set picks the checkpoint: WER only
+            model, processor, bank, splits.select.kept, desc=f"eval select @{step}", with_loss=False, **kw)
         point = Interval(step=step, lr=lr, train_loss=train_loss, eval_loss=domain.loss, domain_wer=domain.wer,
-                         heldout_wer=heldout.wer, domain_utts=domain.n, heldout_utts=heldout.n)
+                         heldout_wer=heldout.wer, domain_utts=domain.n, heldout_utts=heldout.n,
+                         select_wer=None if dev is None else dev.wer, select_utts=None if dev is None else dev.n)
         store.add_interval(run_id, **{k: v for k, v in point._asdict().items() if k != "created_at"},
-                           utterances={"domain": domain.utterances, "heldout": heldout.utterances})
+                           utterances={"domain": domain.utterances, "heldout": heldout.utterances,
+                                       **({"select": dev.utterances} if dev else {})})
         intervals[:] = [i for i in intervals if i.step != step] + [point]  # in memory: no re-read per interval
         log.info("step %d: domain WER %.2f%%  heldout WER %.2f%%  eval loss %.4f",
                  step, 100 * domain.wer, 100 * heldout.wer, domain.loss)
-        # lora_adapter_best: lowest domain WER among trained intervals inside the heldout guard
+        # lora_adapter_best: lowest dev-set (else domain) WER among trained intervals inside the heldout guard
         pick = select_best(intervals, spec.criteria.max_heldout_regression)
         if pick is not None and pick.interval.step == step:
             best = RunFolder.at(run_dir).best_adapter

@@ -1,0 +1,104 @@
+"""Judge every run of a report once: ReportData (runs, verdicts, replication groups, planned
+experiments) and `collect`, which reads per-utterance errors up front in a few queries."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.acceptance.groups import GroupVerdict, judge_group, replication_groups
+from orchestrator.acceptance.verdicts import RunVerdict, UtteranceSource, criteria_for, judge
+from orchestrator.config.criteria import CriteriaConf
+from orchestrator.registry import Run
+from orchestrator.registry.liveness import settle
+from orchestrator.selection import Selection, select_best
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the generated blocks show: runs oldest first, their verdicts by run id, the
+    declared experiments that have no run yet, replication groups' verdicts, and where
+    per-utterance errors come from (for sweep bands)."""
+
+    runs: Sequence[Run]
+    verdicts: Mapping[str, RunVerdict] = field(default_factory=dict)
+    planned: Sequence[str] = ()
+    groups: Sequence[GroupVerdict] = ()
+    utterances: UtteranceSource | None = None
+
+    def verdict(self, run: Run) -> RunVerdict:
+        return self.verdicts.get(run.id) or judge(run, None, criteria_for(run))
+
+
+def collect(
+    runs: Sequence[Run],
+    *,
+    experiments: Sequence[str] = (),
+    utterances: UtteranceSource | None = None,
+    criteria: CriteriaConf | None = None,
+    root: Path | None = None,
+) -> ReportData:
+    """Judge every run (each by its recorded criteria, else `criteria`), each replication group
+    (runs differing only in optim.seed), and list the declared `experiments` that have no run
+    as planned."""
+    runs = settle(runs, root=root)  # a `running` run whose process died reads `interrupted`
+    confs = _thresholds(runs, criteria)
+    selections = {run.id: select_best(run.intervals, confs[run.id].max_heldout_regression) for run in runs}
+    utterances = _prefetched(runs, selections, utterances)
+    verdicts = {run.id: judge(run, utterances, confs[run.id], root=root, selection=selections[run.id])
+                for run in runs}
+    load = None if utterances is None else utterances.utterance_errors
+    groups = [judge_group(members, verdicts, load, confs[members[0].id]) for members in replication_groups(runs)]
+    ran = {run.experiment for run in runs}
+    planned = [name for name in dict.fromkeys(experiments) if name not in ran]
+    return ReportData(list(runs), verdicts, planned, groups, utterances)
+
+
+def _thresholds(runs: Sequence[Run], default: CriteriaConf | None) -> dict[str, CriteriaConf]:
+    """Each run's thresholds (`criteria_for`) by run id, parsed once per distinct recorded set:
+    10,000 runs share a handful. Runs with equal criteria share one (unmodified) CriteriaConf."""
+    parsed: dict[str, CriteriaConf] = {}
+    confs = {}
+    for run in runs:
+        key = repr(run.criteria)
+        if key not in parsed:
+            parsed[key] = criteria_for(run, default)
+        confs[run.id] = parsed[key]
+    return confs
+
+
+@dataclass(frozen=True)
+class _Prefetched:
+    """Per-utterance errors read up front, in a few set-based queries instead of four per run."""
+
+    found: Mapping[tuple[str, int, str], tuple[np.ndarray, np.ndarray]]
+
+    def utterance_errors(self, run_id: str, step: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np  # loaded already: the Store built `found` with it
+
+        return self.found.get((run_id, step, split)) or (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+
+def _prefetched(runs: Sequence[Run], selections: Mapping[str, Selection | None],
+                source: UtteranceSource | None) -> UtteranceSource | None:
+    """`source`, or (when it can read many at once, as the Store can) what judging `runs` will
+    ask of it: every interval of each run with a tuned step (`selections`); None if it holds
+    none of those (every verdict is then a point estimate, as without a source)."""
+    many = getattr(source, "utterance_errors_many", None)
+    if many is None:
+        return source
+
+    def keys() -> Iterator[tuple[str, int]]:  # lazily: a registry without utterances never asks
+        for run in runs:
+            selection = selections[run.id]
+            if selection is not None and run.baseline is not None:  # every interval: the max-type band
+                yield from ((run.id, interval.step) for interval in run.intervals)
+
+    found = many(keys())
+    return _Prefetched(found) if found else None
+
+

@@ -1,0 +1,127 @@
+"""EXPERIMENTS.md: the generated blocks spliced between their markers, every other byte kept;
+`write_report` and `run_sections` read the runs from the Store."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.acceptance.verdicts import UtteranceSource
+from orchestrator.config.criteria import CriteriaConf
+from orchestrator.artifacts.atomic import atomic_write
+from orchestrator.errors import OrchestratorError
+from orchestrator.registry import Run
+from orchestrator.report.blocks import INTERVAL_RUNS, interval_tables, run_matrix
+from orchestrator.report.collect import ReportData, collect
+from orchestrator.report.sweeps import sweep_sections
+from orchestrator.report.verdicts_md import _verdict_section, verdict_sections
+
+if TYPE_CHECKING:
+    from orchestrator.registry import Store
+
+PLACEHOLDER = (
+    "_Hand-written notes go here: what each experiment asks, what we expected and what we "
+    "concluded. Only the generated blocks below are rewritten by the report; everything "
+    "else in this file is yours._"
+)
+
+BLOCKS: dict[str, tuple[str, Callable[[ReportData], str]]] = {
+    "run-matrix": ("## Run matrix", run_matrix),
+    "sweeps": ("## Sweeps", sweep_sections),
+    "verdicts": ("## Verdicts", verdict_sections),
+    "intervals": ("## Intervals", interval_tables),
+}
+
+
+def write_report(
+    store: Store,
+    path: Path,
+    *,
+    experiments: Sequence[str] = (),
+    criteria: CriteriaConf | None = None,
+    root: Path | None = None,
+) -> int:
+    """Rewrite the generated blocks of `path` from every run in `store` (see
+    `update_experiments_md`); returns how many runs it shows.
+
+    Runs are read lean (`Store.list_runs(lean=True)`: the interval fields the verdicts use, no
+    targets or data_stats, configs of sweep and running runs only), except the INTERVAL_RUNS
+    most recent, read in full, whose interval tables show every field: at 10,000 runs x 50
+    intervals that is less than half the read."""
+    runs = store.list_runs(lean=True)
+    full = {run.id: run for run in store.list_runs(run_ids=[run.id for run in runs[-INTERVAL_RUNS:]])}
+    runs = [full.get(run.id, run) for run in runs]
+    update_experiments_md(path, runs, experiments=experiments, utterances=store, criteria=criteria, root=root)
+    return len(runs)
+
+
+def run_sections(store: Store, run_ids: Sequence[str], *, criteria: CriteriaConf | None = None,
+                 root: Path | None = None) -> str:
+    """The verdict section of each run in `run_ids`, as EXPERIMENTS.md shows it, which it does
+    for its VERDICT_RUNS most recent runs only (`orchestrator report --run RUN_ID`)."""
+    data = collect([store.get_run(run_id) for run_id in run_ids], utterances=store, criteria=criteria, root=root)
+    return "\n\n".join(_verdict_section(run, data.verdict(run)) for run in data.runs)
+
+
+def update_experiments_md(
+    path: Path,
+    runs: Sequence[Run] | ReportData,
+    *,
+    experiments: Sequence[str] = (),
+    utterances: UtteranceSource | None = None,
+    criteria: CriteriaConf | None = None,
+    root: Path | None = None,
+) -> None:
+    """Rewrite the generated blocks of `path`, keeping every other byte as it was.
+
+    `experiments` are the declared experiment names (conf/exp/); those without a run show as
+    planned. `utterances` (the Store) feeds the paired bootstrap; `criteria` judges runs that
+    recorded none. Missing blocks are appended under their own heading; a missing file is
+    created.
+    """
+    data = runs if isinstance(runs, ReportData) else collect(
+        runs, experiments=experiments, utterances=utterances, criteria=criteria, root=root)
+    path = Path(path)
+    if path.exists():
+        text = path.read_bytes().decode("utf-8")
+    else:
+        text = f"# Experiments\n\n{PLACEHOLDER}\n"
+    newline = "\r\n" if "\r\n" in text else "\n"
+    for name, (heading, render) in BLOCKS.items():
+        begin, end = _markers(name)
+        if begin not in text and end not in text:
+            if text and not text.endswith("\n"):
+                text += newline
+            text += newline.join(["", heading, "", begin, end, ""])
+        start, stop = _block_span(text, name, path)
+        body = render(data).replace("\n", newline)
+        text = "".join([text[:start], newline, body, newline, text[stop:]])  # not a + b + ...: a copy per +
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- BEGIN GENERATED: {name} -->", f"<!-- END GENERATED: {name} -->"
+
+
+def _block_span(text: str, name: str, path: Path) -> tuple[int, int]:
+    """Where the generated content of block `name` lies: just after BEGIN, up to END."""
+    begin, end = _markers(name)
+    starts, ends = _find_all(text, begin), _find_all(text, end)
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        where = min(starts + ends)
+        line = text.count("\n", 0, where) + 1
+        raise OrchestratorError(
+            f"generated block '{name}' needs exactly one BEGIN marker followed by one END "
+            f"marker (found {len(starts)} and {len(ends)})",
+            where=f"{path}:{line}",
+            fix=f"leave one '{begin}' ... '{end}' pair, or delete both and rerun",
+        )
+    return starts[0] + len(begin), ends[0]
+
+
+def _find_all(text: str, needle: str) -> list[int]:
+    found, at = [], text.find(needle)
+    while at != -1:
+        found.append(at)
+        at = text.find(needle, at + 1)
+    return found

@@ -1,0 +1,71 @@
+"""Markdown helpers of the report: tables, escaping of user text, number formats.
+
+Text that users wrote (names, notes, target summaries) is escaped so it cannot break a table or
+inject HTML / generated-block markers.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from orchestrator.config.criteria import LR_WARNING
+
+MISSING = "—"
+LR_FLAG = "⚠"
+# What escape changes or str.splitlines splits on; text without any is a cell as it is.
+_NEEDS_ESCAPE = re.compile(r"[\\&<>|`\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
+
+
+def _table(headers: list[str], rows: list[list[str]], align: str) -> str:
+    """A GitHub Markdown table of pre-formatted text, columns padded to one width; `align` has
+    one l/r per column. (Written by hand: tabulate's type sniffing dominated large reports.)"""
+    grid = [_cells(row) for row in [headers, *rows]]
+    widths = [max(map(len, column)) for column in zip(*grid)]
+    # one format string pads a whole row ("{:<w}" is str.ljust(w), "{:>w}" str.rjust(w))
+    line = "| " + " | ".join(f"{{:{'>' if side == 'r' else '<'}{width}}}" for side, width in zip(align, widths)) + " |"
+    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([line.format(*grid[0]), rule, *(line.format(*row) for row in grid[1:])])
+
+
+def _cells(row: Sequence[object]) -> Sequence[str]:
+    """The row's cell texts (`_cell`). Most rows are plain text: one search over the joined row
+    tells (a tab is not a character _NEEDS_ESCAPE matches), and their cells are kept as they are."""
+    try:
+        joined = "\t".join(row)  # type: ignore[arg-type]  # TypeError: a cell that is not text yet
+    except TypeError:
+        return list(map(_cell, row))
+    return list(map(_cell, row)) if _NEEDS_ESCAPE.search(joined) else row
+
+
+def _escape(text: object) -> str:
+    """Text shown literally in Markdown: HTML special characters become entities (so no tag,
+    comment or generated-block marker can be injected), and backslashes, pipes and backticks
+    are backslash-escaped (no cell split, no code span)."""
+    text = str(text).replace("\\", "\\\\")
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("`", "\\`")
+
+
+def _cell(text: object) -> str:
+    """Cell text that cannot split a Markdown table row or cell: escaped, lines joined by <br>."""
+    if isinstance(text, str) and not _NEEDS_ESCAPE.search(text):
+        return text  # most cells are numbers and names: nothing to escape, one line
+    return "<br>".join(_escape(text).splitlines())
+
+
+def _inline(text: object) -> str:
+    """Escaped text on one line (headings, prose)."""
+    return " ".join(_escape(text).split())
+
+
+def _lr(lr: float, fmt: str = "g") -> str:
+    """A learning rate, flagged at or above LR_WARNING."""
+    return f"{lr:{fmt}} {LR_FLAG}" if lr >= LR_WARNING else f"{lr:{fmt}}"
+
+
+def _pct(fraction: float | None) -> str:
+    return MISSING if fraction is None else f"{fraction * 100:.2f}"
+
+
+def _num(value: float | None, spec: str) -> str:
+    return MISSING if value is None else format(value, spec)
