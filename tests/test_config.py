@@ -68,6 +68,7 @@ def test_invalid_values_fail_naming_the_key(override, key):
 @pytest.mark.parametrize("override,allowed", [
     ("adapter.kind=ia3", "lora, dora"), ("targets.on_unsupported=ignore", "refuse, skip"),
     ("data.on_silent=drop", "skip, refuse"), ("device=tpu", "auto, cpu, cuda"),
+    ("data.speaker_overlap=sometimes", "warn, refuse"),
 ])
 def test_a_value_outside_a_closed_set_is_refused_while_composing(override, allowed):
     """Enum-typed schema fields: OmegaConf refuses the value; config_error names key and choices."""

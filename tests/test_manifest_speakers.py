@@ -13,7 +13,7 @@ from orchestrator.config.spec import spec_from_overrides
 from orchestrator.data.manifest import check_lines, load_splits, read_manifest, read_rows, validate_manifest
 from orchestrator.data.manifest_compare import orthography, orthography_differences
 from orchestrator.data.manifest_tools import expand_manifest, manifest_stats, render_stats
-from orchestrator.errors import ConfigError, ManifestError
+from orchestrator.errors import ManifestError
 from tests.conftest import cli
 
 
@@ -118,9 +118,16 @@ def test_the_preflight_warns_of_shared_speakers_or_refuses_them(speech, run_over
                                 f"eval.domain_manifest={disjoint['domain']}", "data.speaker_overlap=refuse"])
     assert len(load_splits(spec.manifests, spec.data)["domain"].kept) == n_domain  # nothing shared: fine
 
-    with pytest.raises(ConfigError) as info:
+
+def test_a_speaker_policy_outside_warn_or_refuse_is_refused_while_composing(run_overrides) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    from orchestrator.config.compose import config_error
+
+    with pytest.raises(ConfigCompositionException) as info:
         spec_from_overrides([*run_overrides, "data.speaker_overlap=sometimes"])
-    assert info.value.where == "data.speaker_overlap"
+    error = config_error(info.value)
+    assert error.where == "data.speaker_overlap" and "warn, refuse" in error.fix
 
 
 def test_the_preflight_warns_of_another_orthography(speech, run_overrides, tmp_path: Path, caplog) -> None:
