@@ -45,16 +45,27 @@ class AdapterConf:
 
 
 @dataclass
+class EarlyStoppingConf:
+    """End a run once its dev metric stops improving (orchestrator/training/early_stopping.py)."""
+
+    enabled: bool = False
+    metric: str = "dev_loss"  # dev_loss (domain + heldout eval loss) | select_wer (eval.select_manifest)
+    patience: int = 4  # evaluations in a row without an improvement of more than min_delta
+    min_delta: float = 0.0
+
+
+@dataclass
 class OptimConf:
     lr: float = 1e-5
     steps: int = 1000
     batch_size: int = 8
     grad_accum: int = 1
     warmup_ratio: float = 0.1
-    schedule: str = "linear"  # linear warmup + linear decay (transformers' scheduler)
+    schedule: str = "linear"  # linear: warmup + linear decay; constant: warmup, then constant (transformers')
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 42
+    early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
 
 
 @dataclass

@@ -17,9 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.errors import ConfigError
 from orchestrator.config.paths import CONF_DIR
-from orchestrator.config.schema import (AdapterConf, CriteriaConf, DataConf, EvalConf, ModelConf, OptimConf, RegistryConf, RunConf, TargetsConf, register)
+from orchestrator.config.schema import (AdapterConf, CriteriaConf, DataConf, EarlyStoppingConf, EvalConf, ModelConf, OptimConf, RegistryConf, RunConf, TargetsConf, register)
 
 ADAPTER_KINDS = ("lora", "dora")
+SCHEDULES = ("linear", "constant")
+EARLY_STOPPING_METRICS = ("dev_loss", "select_wer")
 DEVICES = ("auto", "cpu", "cuda")
 # Keys that do not change what a run computes, so they stay out of its identity hash.
 NOT_IDENTITY = ("registry", "output_dir", "device", "rerun")
@@ -114,11 +116,13 @@ def validate(c: RunConf) -> None:
     _check(warmup == 0 or warmup < o.steps, "optim.warmup_ratio",
            f"warmup ({warmup} steps) must be shorter than the run (optim.steps={o.steps})",
            "lower optim.warmup_ratio (e.g. 0.1) or raise optim.steps")
-    _check(o.schedule == "linear", "optim.schedule", f"unknown schedule {o.schedule!r}", "use optim.schedule=linear")
+    _check(o.schedule in SCHEDULES, "optim.schedule", f"unknown schedule {o.schedule!r}",
+           "use optim.schedule=linear (warmup + linear decay) or constant (warmup, then constant)")
     _check(o.weight_decay >= 0 and math.isfinite(o.weight_decay), "optim.weight_decay",
            f"must be a finite number >= 0, got {o.weight_decay}", "set optim.weight_decay=0.0")
     _check(-(2 ** 63) <= o.seed < 2 ** 63, "optim.seed", f"seed {o.seed} does not fit in 64 bits", "set optim.seed=42")
     _check(o.grad_clip > 0, "optim.grad_clip", f"must be > 0, got {o.grad_clip}", "set optim.grad_clip=1.0")
+    validate_early_stopping(o.early_stopping, getattr(e, "select_manifest", None))
     _check(0 < e.interval <= o.steps, "eval.interval",
            f"interval {e.interval} must be between 1 and optim.steps ({o.steps})",
            f"set eval.interval to at most {o.steps}")
@@ -147,6 +151,18 @@ def validate(c: RunConf) -> None:
     _check(c.model.tokens_per_second > 0 and math.isfinite(c.model.tokens_per_second), "model.tokens_per_second",
            f"must be a finite number > 0, got {c.model.tokens_per_second}", "set model.tokens_per_second=6.5")
     _check(c.device in DEVICES, "device", f"unknown device {c.device!r}", "use device=auto, cpu or cuda")
+
+
+def validate_early_stopping(es: EarlyStoppingConf, select_manifest: str | None) -> None:
+    key = "optim.early_stopping"
+    _check(es.metric in EARLY_STOPPING_METRICS, f"{key}.metric", f"unknown metric {es.metric!r}",
+           "use dev_loss (domain + heldout eval loss) or select_wer (needs eval.select_manifest)")
+    _check(es.patience >= 1, f"{key}.patience", f"must be >= 1 evaluation, got {es.patience}",
+           f"set {key}.patience=4")
+    _check(es.min_delta >= 0 and math.isfinite(es.min_delta), f"{key}.min_delta",
+           f"must be a finite number >= 0, got {es.min_delta}", f"set {key}.min_delta=0")
+    _check(not es.enabled or es.metric != "select_wer" or bool(select_manifest), f"{key}.metric",
+           "select_wer needs a selection manifest to evaluate", "set eval.select_manifest=PATH, or metric=dev_loss")
 
 
 def check_known_keys(node: DictConfig, prefix: str = "") -> None:
