@@ -91,3 +91,25 @@ def test_a_run_that_keeps_improving_runs_to_the_end(run_overrides):
     assert [i.step for i in run.intervals] == [0, 2, 4, 6, 8]
     assert not run.check("early_stopping").details["stopped"]
     store.close()
+
+
+def test_the_upstream_recipe_preset_trains_decoder_self_attention_qkv_at_a_constant_lr(speech, tiny_checkpoint, tmp_path):
+    """+exp=upstream_lora_recipe (moonshine-voice[lora]'s defaults) on tiny_random: only the
+    decoder's self-attention q/k/v get LoRA r8/alpha 8, the LR stays 1e-3 after warmup, half of
+    each batch is replay, and early stopping on the dev loss is on."""
+    spec = spec_from_overrides([
+        "+exp=upstream_lora_recipe", "model=tiny_random", f"model.id={tiny_checkpoint}", "model.tokens_per_second=5",
+        f"data.train_manifest={speech['train']}", f"data.replay_manifest={speech['train']}",
+        f"eval.domain_manifest={speech['domain']}", f"eval.heldout_manifest={speech['heldout']}",
+        f"registry.url=sqlite:///{tmp_path / 'registry.db'}", f"output_dir={tmp_path / 'outputs'}",
+        "optim.steps=4", "eval.interval=2", "optim.batch_size=4", "eval.batch_size=8"])
+    assert (spec.adapter.r, spec.adapter.alpha, spec.adapter.dropout, spec.data.replay_fraction) == (8, 8, 0.0, 0.5)
+    assert spec.optim.early_stopping == EarlyStoppingConf(enabled=True, metric="dev_loss", patience=4, min_delta=1e-5)
+    store = Store(spec.registry.url)
+    run = store.get_run(train.run(spec, store, progress=False))
+    assert run.status == "completed" and run.target_summary == "dec self-attn (6)"  # 2 decoder layers x q,k,v
+    assert sorted(run.targets) == sorted(f"model.decoder.layers.{i}.self_attn.{p}_proj"
+                                         for i in range(2) for p in "qkv")
+    assert [i.lr for i in run.intervals[1:]] == [1e-3, 1e-3]  # constant after warmup (0 steps of 4)
+    assert [p["step"] for p in run.check("early_stopping").details["history"]] == [0, 2, 4]
+    store.close()
