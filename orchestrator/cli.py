@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_REGISTRY = "sqlite:///registry.db"
-SUBCOMMANDS = ("report", "runs", "plan", "eval", "transcribe", "manifest", "annotate", "record", "resume", "doctor")
+SUBCOMMANDS = ("report", "runs", "plan", "eval", "transcribe", "manifest", "annotate", "record", "resume", "doctor",
+               "export", "export-mlflow", "export-tensorboard")
 EXIT_USER_ERROR = 2
 HYDRA_INFO_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i")
 log = logging.getLogger("orchestrator")
@@ -246,7 +247,12 @@ def subcommand(argv: list[str]) -> None:
     p.add_argument("--outputs", type=Path, help="the runs' output folder (default: each run's own output_dir)")
     p.add_argument("--repair", action="store_true", help="record dead `running` runs as `interrupted` (statuses only)")
     p.add_argument("--json", action="store_true")
+    from orchestrator.exporting import cli as exporting
+
+    exporting.register(sub)
     args = parser.parse_args(argv)
+    if args.command in exporting.COMMANDS:
+        return exporting.COMMANDS[args.command](args)
     if args.command == "doctor":
         return cmd_doctor(args)
     {"report": cmd_report, "runs": cmd_runs, "plan": cmd_plan,
