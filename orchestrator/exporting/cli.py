@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", required=True, help="e.g. sqlite:///mlflow.db or http://host:5000")
     p.add_argument("--run", action="append", metavar="RUN_ID", help="only these runs (repeatable; default: all)")
     p.add_argument("--experiment", help="MLflow experiment for every run (default: each run's experiment name)")
-    p.add_argument("--artifact-location", help="where a new MLflow experiment keeps artifacts (default: MLflow's)")
+    p.add_argument("--artifact-root", help="new experiments keep artifacts in ROOT/<experiment> (default: "
+                                           "mlartifacts/ beside a sqlite store's file, else the server's)")
     p.add_argument("--no-artifacts", action="store_true", help="do not upload adapter folders")
     p.add_argument("--registry", default=DEFAULT_REGISTRY)
     p = sub.add_parser("export-tensorboard", help="write each run's intervals as TensorBoard scalars "
@@ -69,7 +70,7 @@ def cmd_export_mlflow(args) -> None:
     store = _open(args.registry)
     try:
         exported = export_runs(store, _runs(store, args.run), args.tracking_uri, experiment=args.experiment,
-                               artifact_location=args.artifact_location, artifacts=not args.no_artifacts)
+                               artifact_root=args.artifact_root, artifacts=not args.no_artifacts)
     finally:
         store.close()
     for run_id, mlflow_id in exported.items():
