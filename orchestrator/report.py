@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from orchestrator.exporting import curves
 from orchestrator.errors import OrchestratorError
 from orchestrator.registry.liveness import settle
 from orchestrator.registry import Interval, Run
@@ -320,6 +321,9 @@ def _verdict_section(run: Run, verdict: RunVerdict) -> str:
     if run.annotation_status:
         note = f": {_inline(run.annotation_note)}" if run.annotation_note else ""
         lines.append(f"- Annotated **{_inline(run.annotation_status)}**{note}")
+    if run.stop_reason:
+        lines.append(f"- Ended at step {run.final.step if run.final else 0} of {run.steps} ({_inline(run.status)}): "
+                     f"{_inline(run.stop_reason)}")
     selection = verdict.selection
     if selection is None:
         lines.append("- Tuned: no trained interval yet.")
@@ -386,6 +390,8 @@ def interval_tables(runs: Sequence[Run] | ReportData) -> str:
             for i in run.intervals
         ]
         body = _table(headers, rows, align="rrrrrr") if rows else "_No intervals recorded._"
+        if rows:  # the SVG update_experiments_md writes beside EXPERIMENTS.md
+            body = f"![WER and loss by step]({curves.link(run.id)})\n\n{body}"
         sections.append(f"### {_inline(run.id)}\n\n{body}")
     return "\n\n".join(sections)
 
@@ -447,6 +453,7 @@ def update_experiments_md(
     data = runs if isinstance(runs, ReportData) else collect(
         runs, experiments=experiments, utterances=utterances, criteria=criteria, root=root)
     path = Path(path)
+    curves.write_curves(data.runs[-INTERVAL_RUNS:], path.parent / curves.CURVES_DIR)  # the runs interval_tables shows
     if path.exists():
         text = path.read_bytes().decode("utf-8")
     else:
@@ -555,7 +562,7 @@ def _note(run: Run) -> str:
         return run.annotation_note
     if run.status in ("failed", "interrupted") and run.failure_reason:
         return run.failure_reason
-    return ""
+    return run.stop_reason or ""  # why it ended before its last step (early stopping, pruned)
 
 
 def _wer_triple(picks: Sequence[Interval | None], field: str) -> str:

@@ -1,5 +1,5 @@
-"""export-mlflow and export-tensorboard: a registry of two real runs, read back with MlflowClient
-and from the TensorBoard event files."""
+"""export-mlflow, export-tensorboard and the report's curves, on a registry of two real runs: read
+back with MlflowClient, from the TensorBoard event files and as SVG."""
 from __future__ import annotations
 
 import struct
@@ -105,3 +105,31 @@ def test_export_tensorboard_writes_each_interval_as_scalars(two_runs, tmp_path):
         assert scalars["wer/domain"] == [(i.step, pytest.approx(i.domain_wer)) for i in run.intervals]
         assert scalars["loss/train"] == [(i.step, pytest.approx(i.train_loss)) for i in run.intervals[1:]]
         assert len(list((tmp_path / "tb" / run.id).glob("events.out.tfevents.*"))) == 1
+
+
+def test_the_report_draws_each_runs_curves_and_says_why_a_run_ended(two_runs, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from orchestrator.report import update_experiments_md
+
+    store, runs, _ = two_runs
+    md = tmp_path / "EXPERIMENTS.md"
+    update_experiments_md(md, runs, utterances=store)
+    text = md.read_text()
+    svg_ns = "{http://www.w3.org/2000/svg}"
+    for run in runs:
+        svg = tmp_path / "experiments" / "curves" / f"{run.id}.svg"
+        assert f"![WER and loss by step](experiments/curves/{run.id}.svg)" in text
+        root = ET.parse(svg).getroot()  # well-formed SVG
+        lines = root.findall(f"{svg_ns}polyline")
+        labels = {t.text for t in root.findall(f"{svg_ns}text")}
+        assert {"domain WER", "heldout WER", "eval loss (domain)", "train loss"} <= labels
+        # domain WER, heldout WER, eval loss: a point per interval; train loss: per trained interval
+        assert [len(p.get("points").split()) for p in lines] == [len(run.intervals)] * 3 + [len(run.intervals) - 1]
+    stopped = runs[1]
+    row = next(line for line in text.splitlines() if line.startswith(f"| {stopped.id}"))
+    assert "early stopping: dev loss" in row  # the run matrix's note
+    assert f"- Ended at step 2 of 4 (completed): {stopped.stop_reason}" in text  # its verdict section
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "experiments" / "curves").iterdir()}
+    update_experiments_md(md, runs, utterances=store)
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # unchanged curves are not rewritten

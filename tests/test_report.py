@@ -324,7 +324,8 @@ def test_report_imports_no_torch_and_no_training_code() -> None:
     loaded = json.loads(done.stdout)
     assert not [m for m in loaded if m.split(".")[0] in ("torch", "transformers", "peft", "hydra")]
     ours = {m.split(".")[1] for m in loaded if m.startswith("orchestrator.")}
-    assert ours <= {"errors", "registry", "report", "acceptance", "artifacts", "config", "selection"}
+    assert ours <= {"errors", "registry", "report", "acceptance", "artifacts", "config", "selection",
+                    "exporting"}  # exporting.curves only: the per-run SVGs
     assert not ours & {"training", "data", "commands"}
 
 
