@@ -193,7 +193,8 @@ def subcommand(argv: list[str]) -> None:
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. +exp=exp_2_5_v2_universal_lora")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("eval", help="WER of a saved adapter on a manifest, with its run's settings")
-    p.add_argument("--adapter", required=True, type=Path, help="adapter folder, e.g. outputs/<run>/lora_adapter_best")
+    p.add_argument("--adapter", required=True, type=Path,
+                   help="adapter folder, e.g. outputs/<run>/lora_adapter_best, or a merged `orchestrator export --merge` folder")
     p.add_argument("--manifest", required=True, type=Path, help="JSONL manifest to evaluate")
     p.add_argument("--model", help="base model id or folder (default: the run's)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

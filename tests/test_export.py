@@ -64,12 +64,13 @@ def test_a_merged_export_loads_without_peft_and_scores_the_adapters_wer(trained,
     assert not any("lora" in name for name in loaded["params"])
     without_peft = json.loads(eval_line)
 
-    with_adapter = json.loads(cli("eval", "--adapter", best.path, "--manifest", str(speech["domain"]), "--json",
-                                  "--device", "cpu", check=True).stdout)
+    # the adapter through PEFT, as `orchestrator eval --adapter lora_adapter_best` scores it
+    with_adapter = inference.evaluate_manifest(inference.load_adapter(best.path, device="cpu"), speech["domain"],
+                                               progress=False)
     registry_wer = next(i.domain_wer for i in run.intervals if i.step == best.step)
-    assert without_peft["wer"] == with_adapter["wer"] == registry_wer
-    assert without_peft["utterances"] == with_adapter["utterances"] == 8
-    assert without_peft["eval_loss"] == pytest.approx(with_adapter["eval_loss"], rel=1e-4)
+    assert without_peft["wer"] == with_adapter.wer == registry_wer
+    assert without_peft["utterances"] == with_adapter.n == 8
+    assert without_peft["eval_loss"] == pytest.approx(with_adapter.loss, rel=1e-4)  # same logits, merged
 
 
 def test_a_plain_export_is_a_peft_folder_with_its_processor_and_settings(trained, speech):
