@@ -46,7 +46,7 @@ def test_a_merged_export_loads_without_peft_and_scores_the_adapters_wer(trained,
     proc = cli("export", run.id, "--merge", "--registry", spec.registry.url, "--json", check=True)
     info = json.loads(proc.stdout)
     folder = Path(info["path"])
-    assert folder == Path(best.path).parent / "merged" and info["merged"] and info["step"] == best.step
+    assert folder == Path(best.path).parent / "merged_model" and info["merged"] and info["step"] == best.step
     assert info["adapter_sha256"] == best.sha256
 
     merged, base = load_file(folder / "model.safetensors"), load_file(tiny_checkpoint / "model.safetensors")

@@ -76,6 +76,7 @@ class DataConf:
     sample_rate: int = 16000
     bucketing: bool = True  # batches of similar duration (still shuffled, seeded): less padding
     on_silent: str = "skip"  # skip | refuse: all-silent audio (RMS 0) is dropped and counted, or an error
+    speaker_overlap: str = "warn"  # warn | refuse: evaluation speakers who also speak in the training manifest
     replay_manifest: Optional[str] = None  # general speech mixed into every training batch
     replay_fraction: float = 0.0  # share of each training batch drawn from replay_manifest
 

@@ -145,6 +145,8 @@ def validate(c: RunConf) -> None:
     replay_share(o.batch_size, c.data.replay_fraction)  # a share that rounds to none or to all fails here
     _check(c.data.on_silent in ("skip", "refuse"), "data.on_silent",
            f"must be 'skip' or 'refuse', got {c.data.on_silent!r}", "set data.on_silent=skip")
+    _check(c.data.speaker_overlap in ("warn", "refuse"), "data.speaker_overlap",
+           f"must be 'warn' or 'refuse', got {c.data.speaker_overlap!r}", "set data.speaker_overlap=warn")
     _check(c.data.sample_rate > 0, "data.sample_rate", "must be > 0", "set data.sample_rate=16000")
     _check(c.data.rms_target >= 0 and math.isfinite(c.data.rms_target), "data.rms_target",
            f"must be a finite number >= 0 (0: no normalisation), got {c.data.rms_target}", "set data.rms_target=0.075")

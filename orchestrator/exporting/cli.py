@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--merge", action="store_true", help="merge_and_unload + save_pretrained, processor included")
     p.add_argument("--adapter", choices=("best", "last"), default="best",
                    help="lora_adapter_best (default) or lora_adapter_last")
-    p.add_argument("--out", type=Path, help="folder to write (default: <run folder>/merged or /adapter)")
+    p.add_argument("--out", type=Path, help="folder to write (default: <run folder>/merged_model or /adapter_export)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--registry", default=DEFAULT_REGISTRY)
     p.add_argument("--json", action="store_true")

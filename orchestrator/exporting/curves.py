@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from orchestrator.artifacts.atomic import write_text_atomic
 from orchestrator.registry import Run
 
 CURVES_DIR = Path("experiments") / "curves"  # relative to the folder of EXPERIMENTS.md
@@ -97,8 +98,6 @@ def write_curves(runs: Sequence[Run], folder: Path) -> list[Path]:
         path = Path(folder) / file_name(run.id)
         if not (path.exists() and path.read_text(encoding="utf-8") == text):
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)
+            write_text_atomic(path, text)
         written.append(path)
     return written

@@ -15,11 +15,13 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from orchestrator.artifacts.atomic import ADAPTER_WEIGHTS, exchange, sha256_file
+from orchestrator.artifacts.atomic import exchange, sha256_file
+from orchestrator.artifacts.run_folder import ADAPTER_WEIGHTS, MERGED_MODEL, RunFolder
 from orchestrator.errors import OrchestratorError
 from orchestrator.registry import Store
 
 EXPORT_INFO = "orchestrator_export.json"
+PLAIN_EXPORT = "adapter_export"  # in the run folder, beside merged_model/
 MERGED_WEIGHTS = "model.safetensors"
 
 
@@ -35,8 +37,8 @@ class Exported:
 
 
 def default_out(adapter_dir: Path, merge: bool) -> Path:
-    """Beside the adapter in the run folder: `merged/` or `adapter/`."""
-    return adapter_dir.parent / ("merged" if merge else "adapter")
+    """In the adapter's run folder: `merged_model/` or `adapter_export/`."""
+    return RunFolder.of_adapter(adapter_dir).artifact(MERGED_MODEL if merge else PLAIN_EXPORT)
 
 
 def export_run(store: Store, run_id: str, *, merge: bool, out: Path | None = None, which: str = "best",
