@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh machine: Debian's espeak-ng + sox (speech for tests and the demo) and postgresql
 # (the tests start a throwaway server from its initdb/pg_ctl to run the registry tests against
-# PostgreSQL too), a virtual environment in .venv, and the project with its test extras.
+# PostgreSQL too), a virtual environment in .venv, and the project with its test extras (which
+# include the mlflow and tensorboard export extras the tests read back).
 # Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # torch is pinned to 2.13.0 in pyproject.toml: that exact version is the local CPU wheel.
 .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import orchestrator.cli, torch, transformers, peft, psycopg, hydra_plugins.hydra_joblib_launcher, hydra_plugins.hydra_submitit_launcher" \
+.venv/bin/python -c "import orchestrator.cli, torch, transformers, peft, psycopg, hydra_plugins.hydra_joblib_launcher, hydra_plugins.hydra_submitit_launcher, mlflow.tracking, tensorboardX" \
   || { echo "setup: install failed" >&2; exit 1; }
 echo "setup: ready (.venv)"

@@ -8,6 +8,7 @@ Everything a run leaves on disk lives under `<output_dir>/<run_id>/`:
     lora_adapter_best/      the adapter of the selected interval (PEFT save_pretrained folder)
     lora_adapter_last/      the adapter after the last step
     merged_model/           a model with the adapter merged in (written by an export)
+    adapter_export/         the adapter with its processor and config (`orchestrator export` without --merge)
 
 and, shared by every run of one output folder, the decoded-audio cache `<output_dir>/.audio_cache/`.
 The trainer writes these, the judge, `doctor`, liveness and `eval` read them: all of them ask a

@@ -21,6 +21,9 @@ COMMANDS = [
     "record",
     "resume",
     "doctor",
+    "export",
+    "export_mlflow",
+    "export_tensorboard",
 ]
 
 DEFAULT_REGISTRY = "sqlite:///registry.db"

@@ -84,6 +84,16 @@ class AdapterConf:
 
 
 @dataclass
+class EarlyStoppingConf:
+    """End a run once its dev metric stops improving (orchestrator/training/early_stopping.py)."""
+
+    enabled: bool = False
+    metric: str = "dev_loss"  # dev_loss (domain + heldout eval loss) | select_wer (eval.select_manifest)
+    patience: int = 4  # evaluations in a row without an improvement of more than min_delta
+    min_delta: float = 0.0
+
+
+@dataclass
 class OptimConf:
     lr: float = 1e-5
     steps: int = 1000
@@ -101,6 +111,7 @@ class OptimConf:
     seed: int = 42
     cache_encoder: str = "auto"  # auto | off: a frozen encoder's states computed once per utterance (encoder_cache.py)
     cache_encoder_max_mb: float = 4096.0  # above this the cache is not built (every step runs the encoder)
+    early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
 
 
 @dataclass

@@ -18,12 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.errors import ConfigError
 from orchestrator.config.compose import compose
-from orchestrator.config.schema import (AdapterConf, CriteriaConf, DataConf, Device, EvalConf, ModelConf, OptimConf,
-                                        RegistryConf, RunConf, TargetsConf)
+from orchestrator.config.schema import (AdapterConf, CriteriaConf, DataConf, Device, EarlyStoppingConf, EvalConf,
+                                        ModelConf, OptimConf, RegistryConf, RunConf, TargetsConf)
 
 DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 OPTIMIZER_ARGS = ("params", "lr", "weight_decay")  # what training/optim.py passes
 SCHEDULER_ARGS = ("optimizer", "num_warmup_steps", "num_training_steps")
+
+EARLY_STOPPING_METRICS = ("dev_loss", "select_wer")
 
 __all__ = ["RunSpec", "build_spec", "compose", "spec_from_overrides", "identity_hash", "manifests_of"]
 # Keys that do not change what a run computes, so they stay out of its identity hash.
@@ -134,6 +136,7 @@ def validate(c: RunConf) -> None:
            "set optim.cache_encoder=auto")
     _check(o.cache_encoder_max_mb >= 0, "optim.cache_encoder_max_mb", f"must be >= 0, got {o.cache_encoder_max_mb}",
            "set optim.cache_encoder_max_mb=4096")
+    validate_early_stopping(o.early_stopping, e.select_manifest)
     _check(0 < e.interval <= o.steps, "eval.interval",
            f"interval {e.interval} must be between 1 and optim.steps ({o.steps})",
            f"set eval.interval to at most {o.steps}")
@@ -156,6 +159,18 @@ def validate(c: RunConf) -> None:
            f"must be a finite number >= 0 (0: no normalisation), got {c.data.rms_target}", "set data.rms_target=0.075")
     _check(c.model.tokens_per_second > 0 and math.isfinite(c.model.tokens_per_second), "model.tokens_per_second",
            f"must be a finite number > 0, got {c.model.tokens_per_second}", "set model.tokens_per_second=6.5")
+
+
+def validate_early_stopping(es: EarlyStoppingConf, select_manifest: str | None) -> None:
+    key = "optim.early_stopping"
+    _check(es.metric in EARLY_STOPPING_METRICS, f"{key}.metric", f"unknown metric {es.metric!r}",
+           "use dev_loss (domain + heldout eval loss) or select_wer (needs eval.select_manifest)")
+    _check(es.patience >= 1, f"{key}.patience", f"must be >= 1 evaluation, got {es.patience}",
+           f"set {key}.patience=4")
+    _check(es.min_delta >= 0 and math.isfinite(es.min_delta), f"{key}.min_delta",
+           f"must be a finite number >= 0, got {es.min_delta}", f"set {key}.min_delta=0")
+    _check(not es.enabled or es.metric != "select_wer" or bool(select_manifest), f"{key}.metric",
+           "select_wer needs a selection manifest to evaluate", "set eval.select_manifest=PATH, or metric=dev_loss")
 
 
 def check_known_keys(node: DictConfig, prefix: str = "") -> None:

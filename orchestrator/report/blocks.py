@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 from orchestrator.acceptance.verdicts import PLANNED, matrix_status
 from orchestrator.registry import Interval, Run, RunStatus
+from orchestrator.report import curves
 from orchestrator.report.collect import ReportData
 from orchestrator.report.markdown import MISSING, _inline, _lr, _num, _pct, _table
 
@@ -90,6 +91,8 @@ def interval_tables(runs: Sequence[Run] | ReportData) -> str:
             for i in run.intervals
         ]
         body = _table(headers, rows, align="rrrrrr") if rows else "_No intervals recorded._"
+        if rows:  # the SVG update_experiments_md writes beside EXPERIMENTS.md
+            body = f"![WER and loss by step]({curves.link(run.id)})\n\n{body}"
         sections.append(f"### {_inline(run.id)}\n\n{body}")
     return "\n\n".join(sections)
 
@@ -99,7 +102,7 @@ def _note(run: Run) -> str:
         return run.annotation_note
     if run.status in (RunStatus.FAILED, RunStatus.INTERRUPTED) and run.failure_reason:
         return run.failure_reason
-    return ""
+    return run.stop_reason or ""  # why it ended before its last step (early stopping, pruned)
 
 
 def _wer_triple(picks: Sequence[Interval | None], field: str) -> str:

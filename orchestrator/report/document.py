@@ -12,6 +12,7 @@ from orchestrator.artifacts.atomic import atomic_write
 from orchestrator.errors import OrchestratorError
 from orchestrator.registry import Run
 from orchestrator.report.blocks import INTERVAL_RUNS, interval_tables, run_matrix
+from orchestrator.report import curves
 from orchestrator.report.collect import ReportData, collect
 from orchestrator.report.sweeps import sweep_sections
 from orchestrator.report.verdicts_md import _verdict_section, verdict_sections
@@ -82,6 +83,7 @@ def update_experiments_md(
     data = runs if isinstance(runs, ReportData) else collect(
         runs, experiments=experiments, utterances=utterances, criteria=criteria, root=root)
     path = Path(path)
+    curves.write_curves(data.runs[-INTERVAL_RUNS:], path.parent / curves.CURVES_DIR)  # the runs interval_tables shows
     if path.exists():
         text = path.read_bytes().decode("utf-8")
     else:

@@ -83,6 +83,9 @@ def _verdict_section(run: Run, verdict: RunVerdict) -> str:
     if run.annotation_status:
         note = f": {_inline(run.annotation_note)}" if run.annotation_note else ""
         lines.append(f"- Annotated **{_inline(run.annotation_status)}**{note}")
+    if run.stop_reason:
+        lines.append(f"- Ended at step {run.final.step if run.final else 0} of {run.steps} ({_inline(run.status)}): "
+                     f"{_inline(run.stop_reason)}")
     selection = verdict.selection
     if selection is None:
         lines.append("- Tuned: no trained interval yet.")

@@ -32,12 +32,14 @@ from orchestrator.config.schema import DataConf, EvalConf, ModelConf
 
 log = logging.getLogger(__name__)
 
+EXPORT_CONFIG = "orchestrator_config.yaml"  # the run's config.yaml, inside a folder `orchestrator export` wrote
+
 
 @dataclass(frozen=True)
 class Loaded:
     """A base model with its adapter, ready to decode, and the run settings to decode with."""
 
-    peft_model: Any  # peft.PeftModel, eval mode, on `device`
+    peft_model: Any  # peft.PeftModel (or a merged plain model: load_merged), eval mode, on `device`
     processor: Any
     model: ModelConf
     data: DataConf
@@ -61,13 +63,13 @@ def _section(cls, values: dict[str, Any] | None):
 def run_settings(adapter_dir: Path) -> tuple[ModelConf, DataConf, EvalConf, Path | None]:
     """(model, data, eval) confs of the run that saved `adapter_dir`.
 
-    From `<run>/config.yaml` when present, else the base model named in adapter_config.json
-    with the schema defaults for everything else."""
-    run_config = RunFolder.of_adapter(adapter_dir).config
-    if run_config.is_file():
-        cfg = OmegaConf.to_container(OmegaConf.load(run_config), resolve=True)
-        return _section(ModelConf, cfg.get("model")), _section(DataConf, cfg.get("data")), \
-            _section(EvalConf, cfg.get("eval")), run_config
+    From `<run>/config.yaml` (or the copy an export keeps inside the folder) when present, else
+    the base model named in adapter_config.json with the schema defaults for everything else."""
+    for run_config in (adapter_dir / EXPORT_CONFIG, RunFolder.of_adapter(adapter_dir).config):
+        if run_config.is_file():
+            cfg = OmegaConf.to_container(OmegaConf.load(run_config), resolve=True)
+            return _section(ModelConf, cfg.get("model")), _section(DataConf, cfg.get("data")), \
+                _section(EvalConf, cfg.get("eval")), run_config
     base = json.loads((adapter_dir / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
     if not base:
         raise OrchestratorError(f"no {RUN_CONFIG} beside the adapter and no base model in its {ADAPTER_CONFIG}",
@@ -79,10 +81,13 @@ def run_settings(adapter_dir: Path) -> tuple[ModelConf, DataConf, EvalConf, Path
 
 def load_adapter(adapter_dir: str | os.PathLike[str], *, model_id: str | None = None,
                  device: str = "auto") -> Loaded:
-    """The adapter at `adapter_dir` on its base model (or `model_id`), with its run's settings."""
+    """The adapter at `adapter_dir` on its base model (or `model_id`), with its run's settings;
+    a merged model folder (`orchestrator export --merge`) loads without PEFT (load_merged)."""
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / ADAPTER_CONFIG).is_file() and (adapter_dir / EXPORT_CONFIG).is_file():
+        return load_merged(adapter_dir, device=device)
     from peft import PeftModel
 
-    adapter_dir = Path(adapter_dir)
     if not (adapter_dir / ADAPTER_CONFIG).is_file():
         raise OrchestratorError(f"not an adapter folder (no {ADAPTER_CONFIG})", where=str(adapter_dir),
                                 fix=f"point --adapter at a run's adapter, e.g. outputs/<run>/{BEST_ADAPTER}")
@@ -95,6 +100,17 @@ def load_adapter(adapter_dir: str | os.PathLike[str], *, model_id: str | None = 
     # a run's folder is <output_dir>/<run>/, so its adapters share the cache the run trained with
     audio = None if run_config is None else RunFolder.of_adapter(adapter_dir).audio_cache
     return Loaded(peft_model, processor, model, data, eval_conf, torch_device, adapter_dir, run_config, audio)
+
+
+def load_merged(folder: str | os.PathLike[str], *, device: str = "auto") -> Loaded:
+    """A merged model folder (`orchestrator export RUN --merge`) with its run's settings: plain
+    transformers (modeling.load: AutoModelForSpeechSeq2Seq + AutoProcessor), no PEFT."""
+    folder = Path(folder)
+    model, data, eval_conf, run_config = run_settings(folder)
+    model = dataclasses.replace(model, id=str(folder), revision=None, build=None)
+    torch_device = modeling.resolve_device(device)
+    net, processor = modeling.load(model, torch_device)
+    return Loaded(net, processor, model, data, eval_conf, torch_device, folder, run_config, None)
 
 
 def evaluate_manifest(loaded: Loaded, manifest_path: str | os.PathLike[str], *,

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from omegaconf import OmegaConf
@@ -25,6 +26,7 @@ from orchestrator.training.optim import build_optimizer, build_scheduler
 
 from orchestrator.training import adapter as adapters
 from orchestrator.training import checkpoint, encoder_cache, modeling, targets
+from orchestrator.training.early_stopping import CHECK as EARLY_STOPPING, EarlyStopping
 from orchestrator.registry import liveness
 from orchestrator.artifacts.atomic import check_output_dir, save_adapter, write_text_atomic
 from orchestrator.artifacts.run_folder import BEST_ADAPTER, LAST_ADAPTER, RunFolder
@@ -151,6 +153,13 @@ def previous_run(spec: RunSpec, store: Store):
 IntervalHook = Callable[[list[Interval]], "str | None"]
 
 
+class Stop(NamedTuple):
+    """Why a run ended before optim.steps: early stopping (`completed`) or a hook (`pruned`)."""
+
+    status: RunStatus
+    reason: str
+
+
 def run(spec: RunSpec, store: Store, *, progress: bool = True, sweep_id: str | None = None,
         resume=None, on_interval: IntervalHook | None = None) -> str:
     """Train and evaluate one run, then check parity of its best adapter; returns its registry id.
@@ -194,9 +203,8 @@ def _run_in(spec: RunSpec, store: Store, run_id: str, peft_model, processor, spl
         run_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(run_dir), logging_redirect_tqdm():
             write_text_atomic(folder.config, OmegaConf.to_yaml(OmegaConf.create(spec.config)))
-            stop_reason = _train(spec, store, run_id, run_dir, peft_model, processor, splits, device, progress,
-                                 on_interval)
-            if stop_reason is None:  # a pruned run is not a candidate: its best adapter is not re-checked
+            stop = _train(spec, store, run_id, run_dir, peft_model, processor, splits, device, progress, on_interval)
+            if stop is None or stop.status == RunStatus.COMPLETED:  # a pruned run is no candidate: not re-checked
                 check_parity(spec, store, run_id, run_dir)
     except KeyboardInterrupt:
         store.finish_run(run_id, RunStatus.INTERRUPTED, "interrupted by the user (Ctrl-C); resume by running it again")
@@ -204,9 +212,9 @@ def _run_in(spec: RunSpec, store: Store, run_id: str, peft_model, processor, spl
     except BaseException as exc:
         store.finish_run(run_id, RunStatus.FAILED, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
-    if stop_reason is not None:
-        log.info("run %s stopped early: %s", run_id, stop_reason)
-        store.finish_run(run_id, RunStatus.PRUNED, stop_reason=stop_reason)
+    if stop is not None:
+        log.info("run %s stopped early: %s", run_id, stop.reason)
+        store.finish_run(run_id, stop.status, stop_reason=stop.reason)
     else:
         store.finish_run(run_id, RunStatus.COMPLETED)
     return run_id
@@ -244,8 +252,8 @@ def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path) -> Non
 
 
 def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, processor, splits: Splits,
-           device: torch.device, progress: bool, on_interval: IntervalHook | None = None) -> str | None:
-    """The train loop; returns why it stopped before optim.steps (`on_interval`), else None."""
+           device: torch.device, progress: bool, on_interval: IntervalHook | None = None) -> Stop | None:
+    """The train loop; returns why it stopped before optim.steps (early stopping, `on_interval`), else None."""
     o = spec.optim
     known = {path: digest for part in (splits.train, splits.domain, splits.heldout, splits.replay, splits.select)
              if part is not None for path, digest in part.sha256.items()}  # hashed by load_split already
@@ -267,15 +275,21 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
         bank.prepare(u.audio_filepath for u in part)
     step_inputs = encoder_cache.step_inputs(o, model, processor, bank, [*splits.train.kept, *replay], device)
 
-    intervals: list[Interval] = list(store.get_run(run_id).intervals)  # so far (a resumed run has some)
+    recorded = store.get_run(run_id)
+    intervals: list[Interval] = list(recorded.intervals)  # so far (a resumed run has some)
+    stopper = None
+    if o.early_stopping.enabled:  # its history so far is in the registry (the check), up to the checkpoint
+        found = recorded.check(EARLY_STOPPING)
+        stopper = EarlyStopping.resumed(o.early_stopping, found.details if found else None, upto=start)
 
-    def evaluate_interval(step: int, lr: float, train_loss: float | None) -> str | None:
+    def evaluate_interval(step: int, lr: float, train_loss: float | None) -> Stop | None:
         kw = dict(batch_size=spec.eval.batch_size, tokens_per_second=spec.model.tokens_per_second,
                   device=device, progress=progress)
         domain: EvalResult = evaluate(model, processor, bank, splits.domain.kept, desc=f"eval domain @{step}", **kw)
         # the registry keeps the domain eval loss only (criterion 3), so heldout skips the loss pass
+        # unless early stopping on the dev loss (domain + heldout) needs it
         heldout: EvalResult = evaluate(model, processor, bank, splits.heldout.kept, desc=f"eval heldout @{step}",
-                                       with_loss=False, **kw)
+                                       with_loss=stopper is not None and stopper.needs_heldout_loss, **kw)
         dev = None if splits.select is None else evaluate(  # the dev set picks the checkpoint: WER only
             model, processor, bank, splits.select.kept, desc=f"eval select @{step}", with_loss=False, **kw)
         point = Interval(step=step, lr=lr, train_loss=train_loss, eval_loss=domain.loss, domain_wer=domain.wer,
@@ -294,18 +308,26 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
             digest = save_adapter(model, best)
             store.add_artifact(run_id, kind=BEST_ADAPTER, path=str(best),
                                sha256=digest, step=step)
+        stop = None
+        if stopper is not None:  # recorded before the checkpoint: a resume re-evaluates what comes after it
+            early = stopper.update(step, stopper.value(domain_loss=domain.loss, heldout_loss=heldout.loss,
+                                                       select_wer=point.select_wer))
+            store.add_check(run_id, EARLY_STOPPING, True, stopper.details(early))
+            stop = Stop(RunStatus.COMPLETED, early) if early else None
         checkpoint.save(run_dir, step=step, model=model, optimizer=optimizer, scheduler=scheduler,
                         batches_consumed=consumed)
-        return on_interval(list(intervals)) if on_interval is not None and step > 0 else None
+        # the hook sees every interval; pruning wins over early stopping at the same interval
+        pruned = on_interval(list(intervals)) if on_interval is not None and step > 0 else None
+        return Stop(RunStatus.PRUNED, pruned) if pruned else stop
 
     if start == 0:
-        evaluate_interval(0, scheduler.get_last_lr()[0], None)
+        evaluate_interval(0, scheduler.get_last_lr()[0], None)  # the baseline: never a stop
     losses: list[float] = list(resumed_losses)  # since the last evaluation (kept by a Ctrl-C checkpoint)
     bar = tqdm(range(start + 1, o.steps + 1), desc=f"train {run_id}", unit="step", initial=start,
                total=o.steps, disable=not progress)
     beat = time.monotonic()
     guard = checkpoint.InterruptGuard()  # Ctrl-C inside a step: finish it, checkpoint, stop
-    stop_reason, step = None, start
+    stop, step = None, start
     for step in bar:
         with guard, guard.step():
             model.train()
@@ -332,15 +354,15 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
             store.heartbeat(run_id)
             beat = time.monotonic()
         if step in eval_steps:
-            stop_reason = evaluate_interval(step, lr, sum(losses) / len(losses))
+            stop = evaluate_interval(step, lr, sum(losses) / len(losses))
             losses.clear()
         if guard.requested:
             _checkpoint_on_interrupt(run_dir, step, step in eval_steps, model=model, optimizer=optimizer,
                                      scheduler=scheduler, batches_consumed=consumed, interval_losses=losses)
-        if stop_reason is not None:
+        if stop is not None:
             break
     last = RunFolder.at(run_dir).last_adapter
     digest = save_adapter(model, last)
     store.add_artifact(run_id, kind=LAST_ADAPTER, path=str(last),
                        sha256=digest, step=step)
-    return stop_reason
+    return stop

@@ -26,8 +26,21 @@ def build_optimizer(params, optim: OptimConf):
 
 
 def build_scheduler(optimizer, spec: RunSpec):
-    return _partial(spec.optim.scheduler)(optimizer, num_warmup_steps=spec.warmup_steps,
-                                          num_training_steps=spec.optim.steps)
+    """The scheduler, given the warmup and total steps; the total only if it takes one (transformers'
+    get_constant_schedule_with_warmup has no decay, so no num_training_steps)."""
+    from hydra.utils import get_object
+
+    steps = dict(num_warmup_steps=spec.warmup_steps, num_training_steps=spec.optim.steps)
+    taken = _taken(get_object(spec.optim.scheduler["_target_"]), steps)
+    return _partial(spec.optim.scheduler)(optimizer, **taken)
+
+
+def _taken(func, offered: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `offered` that `func` accepts (all of them if it takes **kwargs)."""
+    params = inspect.signature(func).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return offered
+    return {k: v for k, v in offered.items() if k in params}
 
 
 def check_buildable(optim: OptimConf) -> dict[str, str]:
@@ -47,7 +60,10 @@ def check_buildable(optim: OptimConf) -> dict[str, str]:
                               fix="give the dotted path of a callable, e.g. torch.optim.AdamW") from None
         kwargs = {k: v for k, v in node.items() if not k.startswith("_")}
         try:
-            inspect.signature(func).bind(None, **dict.fromkeys(given[1:]), **kwargs)  # as built above
+            offered = dict.fromkeys(given[1:])
+            if key == "scheduler":  # as build_scheduler: the total steps only where it is taken
+                offered = _taken(func, offered)
+            inspect.signature(func).bind(None, **offered, **kwargs)  # as built above
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{target} cannot take these arguments: {exc}", where=f"optim.{key}",
                               fix=f"keep only arguments {target} accepts (it is given {', '.join(given)})") from None

@@ -5,6 +5,7 @@ models too; manifests are read (headers only) to count what survives the max-sec
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from orchestrator.errors import OrchestratorError
@@ -63,7 +64,8 @@ def make_plan(overrides: list[str]) -> dict[str, Any]:
         "trainable_percent": round(100 * n_trainable / (total_params + n_trainable), 4),
         "schedule": {"steps": spec.optim.steps, "warmup_steps": spec.warmup_steps,
                      "scheduler": built["scheduler"],
-                     "eval_points": spec.eval_steps},
+                     "eval_points": spec.eval_steps,
+                     "early_stopping": dataclasses.asdict(es) if (es := spec.optim.early_stopping).enabled else None},
         "data": data_counts(spec),
         "warnings": warnings,
     }
@@ -78,8 +80,11 @@ def render_plan(plan: dict[str, Any]) -> str:
              f"adapter     {plan['adapter']['kind']} r={plan['adapter']['r']} alpha={plan['adapter']['alpha']}",
              f"optim       lr={plan['optim']['lr']:g} steps={plan['optim']['steps']} batch={plan['optim']['batch_size']}"
              f" x{plan['optim']['grad_accum']}  {plan['optim']['optimizer']}",
-             f"schedule    {s['warmup_steps']} warmup steps, {s['scheduler'].rsplit('.', 1)[-1]}; eval at {len(s['eval_points'])} points "
+             f"schedule    {s['warmup_steps']} warmup steps, {s['scheduler'].rsplit('.', 1)[-1]}"
+             f"; eval at {len(s['eval_points'])} points "
              f"({', '.join(map(str, s['eval_points'][:6]))}{', ...' if len(s['eval_points']) > 6 else ''})",
+             *([f"early stop  on {e['metric']}: no improvement > {e['min_delta']:g} for {e['patience']} evaluations"]
+               if (e := s.get("early_stopping")) else []),
              "", f"targets     {t['summary']}  [{t['spec']}]"]
     rows = [(comp, g["count"], ", ".join(g["types"]), f"{g['params']:,}", ", ".join(g["modules"][:2]) + (" ..." if g["count"] > 2 else ""))
             for comp, g in t["by_component"].items()]
