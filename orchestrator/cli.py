@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_REGISTRY = "sqlite:///registry.db"
-SUBCOMMANDS = ("report", "runs", "plan", "eval", "transcribe", "manifest", "annotate", "record", "resume", "doctor")
+SUBCOMMANDS = ("report", "runs", "plan", "eval", "transcribe", "manifest", "annotate", "record", "resume", "doctor", "tune")
 EXIT_USER_ERROR = 2
 HYDRA_INFO_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i")
 log = logging.getLogger("orchestrator")
@@ -246,7 +246,13 @@ def subcommand(argv: list[str]) -> None:
     p.add_argument("--outputs", type=Path, help="the runs' output folder (default: each run's own output_dir)")
     p.add_argument("--repair", action="store_true", help="record dead `running` runs as `interrupted` (statuses only)")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("tune", help="search a declared space until a run passes the criteria, within a budget")
+    p.add_argument("overrides", nargs=argparse.REMAINDER, help="+exp=NAME tune.budget_runs=N [tune.workers=K] ...")
     args = parser.parse_args(argv)
+    if args.command == "tune":
+        from orchestrator.tuning.campaign import main as tune
+
+        return tune(args.overrides)
     if args.command == "doctor":
         return cmd_doctor(args)
     {"report": cmd_report, "runs": cmd_runs, "plan": cmd_plan,

@@ -27,6 +27,7 @@ from orchestrator.registry import Interval, Run
 from orchestrator.config.criteria import LR_WARNING, CriteriaConf
 from orchestrator.acceptance.verdicts import (NA, PLANNED, TITLES, Comparison, RunVerdict, UtteranceSource, criteria_for, judge, matrix_status)
 from orchestrator.selection import Selection, select_best
+from orchestrator.tuning.render import tune_sections
 
 if TYPE_CHECKING:
     import numpy as np
@@ -395,6 +396,7 @@ BLOCKS: dict[str, tuple[str, Callable[[ReportData], str]]] = {
     "sweeps": ("## Sweeps", sweep_sections),
     "verdicts": ("## Verdicts", verdict_sections),
     "intervals": ("## Intervals", interval_tables),
+    "tune": ("## Tune campaigns", tune_sections),
 }
 
 
