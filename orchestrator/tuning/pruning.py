@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orchestrator.registry.entities import Interval
-from orchestrator.selection import heldout_regression
+from orchestrator.selection import EPS, heldout_regression
 
 
 @dataclass(frozen=True)
@@ -34,21 +34,24 @@ class GuardRule:
         recent = trained[-self.patience:]
         regressions = [heldout_regression(i, baseline) for i in recent]
         limit = self.max_regression + self.slack
-        if any(r is None or r <= limit for r in regressions):
+        if any(r is None or r <= limit + EPS for r in regressions):  # as select_best: 4.92 - 4.72 is 0.2
             return None
         last = recent[-1]
         return (f"heldout guard blown beyond recovery: +{regressions[-1]:.2f} points at step {last.step} "
                 f"(limit +{self.max_regression:g}, stopped beyond +{limit:g} for {self.patience} interval(s))")
 
 
-def interval_hook(trial, rule: GuardRule, pruner_name: str, met: Callable[[], str | None]):
+def interval_hook(trial, rule: GuardRule, pruner_name: str, met: Callable[[], str | None], last_step: int):
     """The `on_interval` hook of one trial: report the latest domain WER to the study, then ask
-    the guard rule, the study's pruner and the campaign, in that order."""
+    the guard rule, the study's pruner and the campaign, in that order. At `last_step` (the
+    run's end) nothing is stopped: a run that trained to its end is judged, not pruned."""
 
     def hook(intervals: list[Interval]) -> str | None:
         last = intervals[-1]
         if last.domain_wer is not None:
             trial.report(last.domain_wer, last.step)
+        if last.step >= last_step:
+            return None
         reason = rule.blown(intervals)
         if reason:
             return reason

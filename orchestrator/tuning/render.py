@@ -78,7 +78,7 @@ def _evidence(v) -> str:
     d, h = v.comparisons.get("domain"), v.comparisons.get("heldout")
     parts = []
     if d is not None and d.baseline_wer is not None and d.tuned_wer is not None:
-        text = f"domain WER {_pct(d.baseline_wer)} -> {_pct(d.tuned_wer)}"
+        text = f"domain WER {_pct(d.baseline_wer)} → {_pct(d.tuned_wer)}"
         if d.delta is not None:
             text += f" ({d.delta:+.2f} points"
             if d.ci_low is not None and d.ci_high is not None:

@@ -13,6 +13,7 @@ The search space (`space`) is declared in files: its keys are override keys (`op
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -94,22 +95,31 @@ def split_overrides(overrides: list[str]) -> tuple[str | None, list[str], list[s
 def load_settings(choice: str | None, exp_block: Any, dotlist: list[str]) -> TuneConf:
     """Merge conf/tune/<choice or default>.yaml, the exp's `tune:` block and `tune.*` overrides
     onto TuneConf, then validate; every problem is one ConfigError naming its key."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     name = choice or "default"
-    path = TUNE_DIR / f"{name}.yaml"
+    path = Path(name) if name.endswith((".yaml", ".yml")) else TUNE_DIR / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in TUNE_DIR.glob("*.yaml"))
         raise ConfigError(f"unknown tune settings {name!r}", where=f"tune={name}",
-                          fix=f"use one of {', '.join(known)} (files in conf/tune/)")
-    layers = [(f"conf/tune/{name}.yaml", lambda: OmegaConf.load(path)),
+                          fix=f"use one of {', '.join(known)} (files in conf/tune/) or a YAML file's path")
+    layers = [(str(path), lambda: OmegaConf.load(path)),
               ("the experiment's tune: block", lambda: exp_block if exp_block is not None else OmegaConf.create()),
               ("the command line", lambda: OmegaConf.from_dotlist(dotlist))]
     merged = OmegaConf.structured(TuneConf)
+    # a layer's space replaces the one before it, whole (spaces are not unions)
     for where, layer in layers:
         try:
-            merged = OmegaConf.merge(merged, layer())
+            node = layer()
+            if not isinstance(node, DictConfig):
+                raise ValueError("not a mapping of settings")
+            if "space" in node:
+                space = node.space
+                node = OmegaConf.masked_copy(node, [k for k in node if k != "space"])
+                merged.space = {}
+                node = OmegaConf.merge(node, {"space": space})
+            merged = OmegaConf.merge(merged, node)
         except OmegaConfBaseException as exc:
             key = f"tune.{exc.full_key}" if getattr(exc, "full_key", None) else where
             raise ConfigError(_first_line(exc), where=key, fix=_known_hint(str(exc)) or f"check {where}") from None

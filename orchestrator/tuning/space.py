@@ -72,6 +72,21 @@ def distributions(space: Mapping[str, ParamConf]) -> dict[str, Any]:
     return out
 
 
+def size(space: Mapping[str, ParamConf]) -> int | None:
+    """How many distinct points the space has, if it is finite (choices, int ranges, stepped floats)."""
+    total = 1
+    for p in space.values():
+        if p.choices is not None or p.type == "categorical":
+            total *= len(p.choices or ())
+        elif p.type == "int" and not p.log:
+            total *= int((p.high - p.low) // (p.step or 1)) + 1
+        elif p.step is not None:
+            total *= int(round((p.high - p.low) / p.step)) + 1
+        else:
+            return None
+    return total
+
+
 def override(key: str, value: Any) -> str:
     """`key=value` as Hydra parses it back to the same value (floats keep every digit)."""
     if isinstance(value, bool):

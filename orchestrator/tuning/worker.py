@@ -80,6 +80,10 @@ def stop_reason(study, settings: TuneConf) -> str | None:
             or (t.state == TrialState.FAIL and "error" in t.user_attrs)]  # killed trials are retried, not counted
     if len(used) >= settings.budget_runs:
         return f"budget spent: {len(used)} runs of tune.budget_runs={settings.budget_runs}"
+    size = spaces.size(settings.space)
+    tried = {tuple(sorted(t.params.items())) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    if size is not None and len(tried) >= size:
+        return f"space exhausted: all {size} combinations tried"
     return None
 
 
@@ -98,7 +102,35 @@ def run_worker(campaign: Campaign, index: int) -> None:
             log.info("worker %d: %s", index, reason)
             return
         trial = study.ask(distributions)
-        run_trial(study, trial, campaign)
+        if not repeat_of_finished(study, trial):
+            run_trial(study, trial, campaign)
+
+
+def repeat_of_finished(study, trial) -> bool:
+    """A sampler may draw parameters a finished trial already had (small categorical spaces):
+    the run would be the same run, so its outcome is told again instead of training (no compute)."""
+    from optuna.trial import TrialState
+
+    same = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+                 if t.params == trial.params and "run_id" in t.user_attrs), None)
+    if same is None:
+        return False
+    for key in ("run_id", "config_hash", "overrides", "verdict", "verdict_reason", "stop_reason"):
+        if key in same.user_attrs:
+            trial.set_user_attr(key, same.user_attrs[key])
+    trial.set_user_attr("repeat_of", same.number)
+    for key, value in same.system_attrs.items():
+        if key.startswith("constraints:"):
+            trial.set_constraint(key.split(":", 1)[1], value)
+    if same.state == TrialState.PRUNED:
+        for step, value in sorted(same.intermediate_values.items())[-1:]:
+            trial.report(value, step)
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, same.values[0])
+    log.info("trial %d: the same parameters as trial %d: its run %s, told again (nothing trained)",
+             trial.number, same.number, same.user_attrs["run_id"])
+    return True
 
 
 def run_trial(study, trial, campaign: Campaign) -> None:
@@ -118,7 +150,7 @@ def run_trial(study, trial, campaign: Campaign) -> None:
     p = campaign.settings.pruning
     rule = GuardRule(campaign.guard, p.guard_slack, p.guard_patience)
     met = (lambda: _met(study)) if campaign.settings.stop_on_pass else (lambda: None)
-    hook = interval_hook(trial, rule, p.pruner, met)
+    hook = interval_hook(trial, rule, p.pruner, met, spec.optim.steps)
     store = Store(campaign.url)
     try:
         with Heartbeat(study, trial, campaign.settings.heartbeat_s):
