@@ -186,6 +186,7 @@ def agree(url: str, name: str):
     return trials, list(runs.values())
 
 
+@pytest.mark.slow  # about 1.5 min on 2 busy cores: three interpreters import torch, twice
 def test_two_workers_one_sigkilled_lose_no_trial_and_the_command_continues_the_study(run_overrides, tmp_path):
     url = f"sqlite:///{registry_path(run_overrides)}"
     space = {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}}

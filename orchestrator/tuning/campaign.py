@@ -52,7 +52,8 @@ def prepare(overrides: list[str], *, check_space: bool = True) -> tuple[Campaign
     from orchestrator.tuning.study import study_name
 
     campaign = Campaign(url=spec.registry.url, name=study_name(conf, spec.experiment), settings=conf,
-                        run_overrides=tuple(run_overrides), guard=spec.criteria.max_heldout_regression)
+                        run_overrides=tuple(run_overrides), guard=spec.criteria.max_heldout_regression,
+                        output_dir=spec.output_dir)
     return campaign, spec
 
 

@@ -11,10 +11,13 @@ hash, same resume, same verdicts; its sweep_id is the study's name. What the stu
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from orchestrator.config.spec import RunSpec
 from orchestrator.errors import OrchestratorError
@@ -56,6 +59,7 @@ class Campaign:
     settings: TuneConf
     run_overrides: tuple[str, ...]  # the experiment, without the sampled values
     guard: float  # criteria.max_heldout_regression, points
+    output_dir: str = "outputs"  # the runs' folder; <output_dir>/.tune/<study>.lock serialises asking
 
 
 def passed_trial(trials) -> object | None:
@@ -96,14 +100,31 @@ def run_worker(campaign: Campaign, index: int) -> None:
         study = open_study(campaign.url, campaign.name, campaign.settings, offset=1000 * index + len(study.trials))
     distributions = spaces.distributions(campaign.settings.space)
     while True:
-        recover(study, campaign.settings)
-        reason = stop_reason(study, campaign.settings)
-        if reason is not None:
-            log.info("worker %d: %s", index, reason)
-            return
-        trial = study.ask(distributions)
+        with ask_lock(campaign):  # check the budget and ask as one step: K workers never overshoot it
+            recover(study, campaign.settings)
+            reason = stop_reason(study, campaign.settings)
+            if reason is not None:
+                log.info("worker %d: %s", index, reason)
+                return
+            trial = study.ask(distributions)
+            trial.set_user_attr("host", socket.gethostname())
+            trial.set_user_attr("pid", os.getpid())
         if not repeat_of_finished(study, trial):
             run_trial(study, trial, campaign)
+
+
+@contextlib.contextmanager
+def ask_lock(campaign: Campaign):
+    """An exclusive lock on <output_dir>/.tune/<study>.lock (flock: released if the holder dies;
+    SLURM workers share it through the cluster file system that holds the outputs)."""
+    folder = Path(campaign.output_dir) / ".tune"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{campaign.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def repeat_of_finished(study, trial) -> bool:
