@@ -1,7 +1,7 @@
 """`orchestrator tune`: an acceptance-driven search campaign over a declared space, within a budget.
 
 The flow, one module each:
-  settings  the `tune` settings (conf/tune/*.yaml, an exp file's `tune:` block, `tune.*` overrides)
+  settings  the `tune` settings (conf/tune/*.yaml: `tune=NAME`, else the exp's own, else default; `tune.*`)
   space     the search space: validated against the experiment's composition, sampled by Optuna
   study     the Optuna study in the registry's own database; dead trials found and retried
   pruning   the guard-aware pruning rule, asked after every interval

@@ -19,7 +19,7 @@ from pathlib import Path
 from orchestrator.errors import ConfigError
 from orchestrator.tuning import settings as tune_settings
 from orchestrator.tuning import space as spaces
-from orchestrator.tuning.worker import Campaign, compose_run, compose_spec, run_worker, stop_reason
+from orchestrator.tuning.worker import Campaign, compose_spec, run_worker, stop_reason
 
 log = logging.getLogger("orchestrator")
 
@@ -38,14 +38,15 @@ def prepare(overrides: list[str], *, check_space: bool = True) -> tuple[Campaign
         raise ConfigError("a tune campaign needs an experiment", where="tune",
                           fix="orchestrator tune +exp=NAME tune.budget_runs=8")
     try:
-        spec, block = compose_run(run_overrides)
+        spec = compose_spec(run_overrides)
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - Hydra's composition errors: the CLI's one-line form
         from orchestrator.cli import hydra_error_line
 
         raise ConfigError(hydra_error_line(exc)) from None
-    conf = tune_settings.load_settings(choice, block, dotlist)
+    exp = next(o.split("=", 1)[1] for o in run_overrides if o.lstrip("+~").startswith("exp="))
+    conf = tune_settings.load_settings(choice, exp, dotlist)
     if check_space:
         spaces.check_shape(conf.space)
         spaces.check_against(conf.space, run_overrides, compose_spec)

@@ -4,9 +4,9 @@ Why not a `tune` node in the run's config (RunConf): a trial must be exactly the
 `orchestrator run +exp=NAME <sampled overrides>` would make, with the same identity hash and
 the same recorded config. The campaign's settings (budget, workers, space) say how runs are
 chosen, not what a run computes, so they never enter a run's config. They come from, in order:
-  1. conf/tune/default.yaml (or conf/tune/NAME.yaml with `tune=NAME`),
-  2. the experiment file's own `tune:` block (removed from the run's config after composing),
-  3. `tune.KEY=VALUE` on the command line (`tune.pruning.pruner=none`).
+  1. a settings file: `tune=NAME` (conf/tune/NAME.yaml) or `tune=PATH.yaml`; without it the
+     experiment's own conf/tune/<exp>.yaml if there is one, else conf/tune/default.yaml;
+  2. `tune.KEY=VALUE` on the command line (`tune.pruning.pruner=none`).
 Each layer is merged onto the TuneConf schema below, so `tune.budget_run=3` fails naming the key.
 The search space (`space`) is declared in files: its keys are override keys (`optim.lr`, `targets`).
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional  # noqa: UP035 - OmegaConf reads these annotations
 
 from orchestrator.config.paths import CONF_DIR
 from orchestrator.errors import ConfigError
@@ -92,20 +92,19 @@ def split_overrides(overrides: list[str]) -> tuple[str | None, list[str], list[s
     return choice, tune, run
 
 
-def load_settings(choice: str | None, exp_block: Any, dotlist: list[str]) -> TuneConf:
-    """Merge conf/tune/<choice or default>.yaml, the exp's `tune:` block and `tune.*` overrides
-    onto TuneConf, then validate; every problem is one ConfigError naming its key."""
+def load_settings(choice: str | None, experiment: str | None, dotlist: list[str]) -> TuneConf:
+    """Merge the settings file (see above) and `tune.*` overrides onto TuneConf, then validate;
+    every problem is one ConfigError naming its key."""
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    name = choice or "default"
+    name = choice or (experiment if experiment and (TUNE_DIR / f"{experiment}.yaml").is_file() else "default")
     path = Path(name) if name.endswith((".yaml", ".yml")) else TUNE_DIR / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in TUNE_DIR.glob("*.yaml"))
         raise ConfigError(f"unknown tune settings {name!r}", where=f"tune={name}",
                           fix=f"use one of {', '.join(known)} (files in conf/tune/) or a YAML file's path")
     layers = [(str(path), lambda: OmegaConf.load(path)),
-              ("the experiment's tune: block", lambda: exp_block if exp_block is not None else OmegaConf.create()),
               ("the command line", lambda: OmegaConf.from_dotlist(dotlist))]
     merged = OmegaConf.structured(TuneConf)
     # a layer's space replaces the one before it, whole (spaces are not unions)

@@ -23,7 +23,7 @@ def check_shape(space: Mapping[str, ParamConf]) -> None:
     """Refuse an empty space and entries that cannot be sampled (no composition needed)."""
     if not space:
         raise ConfigError("the search space is empty", where="tune.space",
-                          fix=f"declare at least one parameter in conf/tune/*.yaml or the exp's tune: block, {EXAMPLE}")
+                          fix=f"declare at least one parameter in the tune settings file (conf/tune/*.yaml), {EXAMPLE}")
     for key, p in space.items():
         where = f"tune.space.{key}"
         top = key.split(".", 1)[0]

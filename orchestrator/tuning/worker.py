@@ -29,25 +29,11 @@ log = logging.getLogger(__name__)
 PASS = "PASS"
 
 
-def compose_run(overrides: list[str]) -> tuple[RunSpec, object]:
-    """(the validated RunSpec of `overrides`, the exp file's `tune:` block or None): Hydra
-    composes the run as `orchestrator run` does; a `tune:` block is taken out first, so it is
-    never part of a run's config or identity."""
-    from omegaconf import open_dict
-
-    from orchestrator.config import spec as specs
-
-    cfg = specs.compose(overrides)
-    block = None
-    if "tune" in cfg:
-        with open_dict(cfg):
-            block = cfg.pop("tune")
-    exp = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").startswith("exp=")), None)
-    return specs.build_spec(cfg, exp), block
-
-
 def compose_spec(overrides: list[str]) -> RunSpec:
-    return compose_run(overrides)[0]
+    """The validated RunSpec of `overrides`, composed by Hydra exactly as `orchestrator run` does."""
+    from orchestrator.config.spec import spec_from_overrides
+
+    return spec_from_overrides(overrides)
 
 
 @dataclass(frozen=True)
