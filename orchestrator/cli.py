@@ -246,7 +246,8 @@ def subcommand(argv: list[str]) -> None:
     p.add_argument("--outputs", type=Path, help="the runs' output folder (default: each run's own output_dir)")
     p.add_argument("--repair", action="store_true", help="record dead `running` runs as `interrupted` (statuses only)")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("tune", help="search a declared space until a run passes the criteria, within a budget")
+    p = sub.add_parser("tune", help="search a declared space until a run passes the criteria, within a budget",
+                       description="settings: conf/tune/<exp>.yaml, else conf/tune/default.yaml (see its comments)")
     p.add_argument("overrides", nargs=argparse.REMAINDER, help="+exp=NAME tune.budget_runs=N [tune.workers=K] ...")
     args = parser.parse_args(argv)
     if args.command == "tune":

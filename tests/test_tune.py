@@ -21,6 +21,7 @@ from sqlalchemy import create_engine
 
 from orchestrator.cli import main as cli_main
 from orchestrator.registry import Interval, Store
+from orchestrator.registry.doctor import diagnose
 from orchestrator.registry.models import Base, is_registry_object
 from orchestrator.tuning import space as spaces
 from orchestrator.tuning.pruning import GuardRule
@@ -123,7 +124,10 @@ def test_a_pruned_trial_keeps_its_intervals_and_optunas_tables_do_not_disturb_th
     assert [i.step for i in run.intervals] == [0, 2] and measure(run, 0.2).train_steps == 2
     assert study.trials[0].state.name == "PRUNED" and study.trials[0].intermediate_values == {2: 1.0}
     store.close()
-    assert Store(url).get_run(run_id).status == "pruned"  # reopened: the registry is still at its head
+    store = Store(url)  # reopened: the registry is still at its head, and doctor sees nothing wrong
+    assert store.get_run(run_id).status == "pruned"
+    assert diagnose(store, outputs=Path(spec.output_dir)).healthy
+    store.close()
     engine = create_engine(url)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"include_object": is_registry_object})
