@@ -226,3 +226,14 @@ def test_two_workers_one_sigkilled_lose_no_trial_and_the_command_continues_the_s
     trials, runs = agree(url, "tune-kill")
     assert len([t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]) == 4 and len(runs) == 4
     assert "campaign tune-kill: NOT MET" in again.stdout  # the real criteria: tiny_random gains nothing
+
+
+@pytest.mark.slow  # submitit starts its own interpreter per task
+def test_submitit_local_launcher_runs_the_workers(run_overrides, tmp_path, capsys):
+    """The SLURM path (submitit array tasks), on submitit's LocalExecutor: same study, same rules."""
+    cli_main(["tune", *run_overrides, REACHABLE, settings_file(tmp_path, LRS), "tune.budget_runs=2",
+              "tune.launcher=submitit_local", "tune.study=submitit"])
+    assert "campaign tune-submitit: MET by" in capsys.readouterr().out
+    trials, runs = agree(f"sqlite:///{registry_path(run_overrides)}", "tune-submitit")
+    assert len(runs) == 1 and trials[0].user_attrs["pid"] != os.getpid()  # trained in the task's process
+    assert list((tmp_path / "outputs" / ".tune" / "tune-submitit").glob("submitit-0/*_log.out"))
