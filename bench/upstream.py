@@ -105,8 +105,13 @@ def ensure_venv(venv: Path) -> tuple[Path, dict[str, str]]:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     constraints = venv / "constraints.txt"
     constraints.write_text(TORCH_PIN + "\n")
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(constraints), TORCH_PIN, UPSTREAM],
-                   check=True)
+    pip_log = venv / "install.log"
+    with open(pip_log, "w") as out:
+        done = subprocess.run([str(python), "-m", "pip", "install", "-c", str(constraints), TORCH_PIN, UPSTREAM],
+                              stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        sys.exit(f"error: pip install into {venv} failed (exit {done.returncode}); the last lines of {pip_log}:\n"
+                 + "\n".join(pip_log.read_text().splitlines()[-15:]))
     versions = upstream_versions(python)
     if versions is None:
         sys.exit(f"error: {venv}: {UPSTREAM} is not importable after the install (fix: delete the folder and retry)")
@@ -198,6 +203,21 @@ def eval_wer(adapter: Path, manifest: Path, model: Path | None = None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def base_wer(zero: Path, manifest: Path) -> dict:
+    """The base model's WER on `manifest` (through the zero adapter), cached by manifest text and weights."""
+    import hashlib
+
+    digest = hashlib.sha256(manifest.read_bytes())
+    for name in sorted(p.name for p in BASE_MODEL.iterdir() if p.is_file()):
+        digest.update(name.encode() + (BASE_MODEL / name).read_bytes())
+    cached = CACHE / "upstream" / f"base-wer-{digest.hexdigest()[:16]}.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    result = eval_wer(zero, manifest, model=BASE_MODEL)
+    cached.write_text(json.dumps(result))
+    return result
+
+
 def zero_adapter(adapter: Path, dest: Path) -> Path:
     """A copy of `adapter` with every lora_B zeroed: PEFT then computes exactly the model it wraps, so
     `orchestrator eval --model OTHER` scores OTHER with our run's decoding settings (config.yaml)."""
@@ -275,12 +295,13 @@ def measure(*, steps: int, batch_size: int, lr: float, seed: int, dev_utts: int,
 
     # WER at step N, both through `orchestrator eval` on the same manifest
     run_dir = next(p.parent for p in (work / "ours").glob("*/lora_adapter_last"))
-    log(f"== domain WER: orchestrator eval on {domain_eval.name} ({len(eval_rows)} utterances), three models")
+    log(f"== domain WER: orchestrator eval on {domain_eval.name} ({len(eval_rows)} utterances): ours, theirs, "
+        "base (cached)")
     started = time.perf_counter()
     wer_ours = eval_wer(run_dir / "lora_adapter_last", domain_eval)
     zero = zero_adapter(run_dir / "lora_adapter_last", run_dir / "zero_adapter")
     wer_theirs = eval_wer(zero, domain_eval, model=work / "theirs" / "out" / "adapted")
-    wer_base = eval_wer(zero, domain_eval, model=BASE_MODEL)
+    wer_base = base_wer(zero, domain_eval)
     log(f"   ({time.perf_counter() - started:.0f} s)")
 
     cpu = all(r["threads"] == 1 for r in (ours, theirs))

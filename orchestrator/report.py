@@ -12,18 +12,16 @@ HTML / generated-block markers.
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from orchestrator.artifacts.atomic import atomic_write
 from orchestrator.errors import OrchestratorError
 from orchestrator.registry.liveness import settle
-from orchestrator.registry import Interval, Run
+from orchestrator.registry import Interval, Run, RunStatus
 from orchestrator.config.criteria import LR_WARNING, CriteriaConf
 from orchestrator.acceptance.verdicts import (NA, PLANNED, TITLES, Comparison, RunVerdict, UtteranceSource, criteria_for, judge, matrix_status)
 from orchestrator.selection import Selection, select_best
@@ -308,14 +306,14 @@ def verdict_matrix(runs: Sequence[Run] | ReportData) -> str:
     for run in data.runs:
         verdict = data.verdict(run)
         status = {v.name: v.status for v in verdict.criteria}
-        rows.append([run.id, "pending" if run.status == "running" else verdict.overall, *map(status.get, TITLES)])
+        rows.append([run.id, "pending" if run.status == RunStatus.RUNNING else verdict.overall, *map(status.get, TITLES)])
     headers = ["Run ID", "Overall", *TITLES.values()]
     return _table(headers, rows, align="l" * len(headers))
 
 
 def _verdict_section(run: Run, verdict: RunVerdict) -> str:
     overall = f"**Overall: {verdict.overall}** — {_inline(verdict.reason)}"
-    if run.status == "running":  # verdicts on a run still training are provisional
+    if run.status == RunStatus.RUNNING:  # verdicts on a run still training are provisional
         overall = f"**Overall: pending** — the run is still training (so far: {verdict.overall})"
     lines = [f"### {_inline(run.id)}", "", f"- {overall}"]
     if run.annotation_status:
@@ -463,7 +461,7 @@ def update_experiments_md(
         start, stop = _block_span(text, name, path)
         body = render(data).replace("\n", newline)
         text = "".join([text[:start], newline, body, newline, text[stop:]])  # not a + b + ...: a copy per +
-    _write_atomic(path, text.encode("utf-8"))
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def _markers(name: str) -> tuple[str, str]:
@@ -492,22 +490,6 @@ def _find_all(text: str, needle: str) -> list[int]:
         found.append(at)
         at = text.find(needle, at + 1)
     return found
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write next to `path`, then rename over it: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if path.exists():
-            shutil.copymode(path, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _table(headers: list[str], rows: list[list[str]], align: str) -> str:
@@ -555,7 +537,7 @@ def _inline(text: object) -> str:
 def _note(run: Run) -> str:
     if run.annotation_note:
         return run.annotation_note
-    if run.status in ("failed", "interrupted") and run.failure_reason:
+    if run.status in (RunStatus.FAILED, RunStatus.INTERRUPTED) and run.failure_reason:
         return run.failure_reason
     return ""
 

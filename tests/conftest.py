@@ -46,6 +46,14 @@ def run_overrides(speech, tiny_checkpoint, tmp_path) -> list[str]:
             f"output_dir={tmp_path / 'outputs'}", "optim.steps=4", "eval.interval=2", "model.tokens_per_second=5"]
 
 
+@pytest.fixture
+def make_spec(run_overrides):
+    """`make_spec(*extra)`: the RunSpec of run_overrides plus `extra` overrides, composed from conf/."""
+    from orchestrator.config.spec import spec_from_overrides
+
+    return lambda *extra: spec_from_overrides([*run_overrides, *extra])
+
+
 def cli(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
     """Run `python -m orchestrator ARGS` as a user would; returns the finished process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}

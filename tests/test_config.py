@@ -55,8 +55,7 @@ def test_typo_in_override_fails_with_the_key_name():
 
 @pytest.mark.parametrize("override,key", [
     ("optim.lr=0", "optim.lr"), ("optim.lr=-1e-4", "optim.lr"), ("optim.warmup_ratio=1.5", "optim.warmup_ratio"),
-    ("eval.interval=5000", "eval.interval"), ("adapter.kind=ia3", "adapter.kind"), ("optim.steps=0", "optim.steps"),
-    ("targets.on_unsupported=ignore", "targets.on_unsupported"),
+    ("eval.interval=5000", "eval.interval"), ("optim.steps=0", "optim.steps"),
     ("data.replay_fraction=0.5", "data.replay_manifest"),  # a fraction without a manifest
     ("data.replay_fraction=1.5", "data.replay_fraction"),
 ])
@@ -64,6 +63,28 @@ def test_invalid_values_fail_naming_the_key(override, key):
     with pytest.raises(ConfigError) as err:
         build_spec(compose(["+exp=exp_2_5_v2_universal_lora", override]))
     assert err.value.where == key and err.value.fix
+
+
+@pytest.mark.parametrize("override,allowed", [
+    ("adapter.kind=ia3", "lora, dora"), ("targets.on_unsupported=ignore", "refuse, skip"),
+    ("data.on_silent=drop", "skip, refuse"), ("device=tpu", "auto, cpu, cuda"),
+])
+def test_a_value_outside_a_closed_set_is_refused_while_composing(override, allowed):
+    """Enum-typed schema fields: OmegaConf refuses the value; config_error names key and choices."""
+    from orchestrator.config.compose import config_error
+
+    with pytest.raises(ConfigCompositionException) as err:
+        compose(["+exp=exp_2_5_v2_universal_lora", override])
+    error = config_error(err.value)
+    key = override.split("=")[0]
+    assert error.where == key and error.fix.startswith(f"set {key} to one of {allowed};"), error.one_line()
+
+
+def test_closed_set_values_stay_plain_words_in_the_saved_config():
+    spec = spec_from_overrides(["+exp=exp_2_4_v2_true_bridge"])
+    assert spec.adapter.kind == "dora" and f"{spec.adapter.kind}" == "dora"
+    assert spec.config["adapter"]["kind"] == "dora" and type(spec.config["adapter"]["kind"]) is str
+    assert type(spec.config["device"]) is str and type(spec.config["data"]["on_silent"]) is str
 
 
 def test_help_and_cfg_need_no_data(tmp_path):
@@ -74,6 +95,8 @@ def test_help_and_cfg_need_no_data(tmp_path):
     assert proc.returncode == 0 and "Configuration groups" in proc.stdout
     proc = cli("+exp=demo_dora", "--cfg", "job", cwd=tmp_path)
     assert proc.returncode == 0 and "demo_base" in proc.stdout
+    proc = cli("-m", "+exp=demo_dora", "optim.lr=1e-4,2e-4", "--cfg", "job", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: -m --cfg: ") and "fix: drop -m" in proc.stderr
 
 
 def test_a_replay_share_that_rounds_to_nothing_fails_before_any_run():

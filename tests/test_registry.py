@@ -30,6 +30,7 @@ from orchestrator.registry.models import Base
 from orchestrator.registry.store import MIGRATIONS
 
 from conftest import BACKENDS, registry_url
+from factories import interval
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FIELDS = dict(
@@ -258,7 +259,7 @@ def test_baseline_best_final() -> None:
     now = datetime.now(timezone.utc)
 
     def at(step: int, wer: float | None) -> Interval:
-        return Interval(step, None, None, None, wer, None, None, None, created_at=now)
+        return interval(step, wer, created_at=now)
 
     fields = dict(RUN_FIELDS, id="r", status="done", data_stats={}, started_at=now)
     fields.update(ended_at=None, failure_reason=None)

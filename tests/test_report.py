@@ -7,14 +7,15 @@ import os
 import re
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from conftest import cli
+from factories import make_run
+from factories import reported as interval
 from orchestrator.errors import OrchestratorError
-from orchestrator.registry import Interval, Run, Store
+from orchestrator.registry import Store
 from orchestrator.config.paths import declared_experiments
 from orchestrator.report import (BLOCKS, collect, interval_tables, run_matrix, sweep_sections, update_experiments_md, verdict_sections)
 
@@ -22,34 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 HEADERS = ["Run ID", "Experiment", "Model", "Steps", "LR", "Adapter", "Target Modules", "Status", "Run state",
            "Domain WER (baseline / tuned / final)", "Heldout WER (baseline / tuned / final)", "Note"]
 NASTY = "a|b\\|c `code` <script>alert(1)</script> & <!-- END GENERATED: run-matrix -->\nline two"
-NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
-
-
-def interval(step: int, domain: float | None, heldout: float | None = None) -> Interval:
-    return Interval(step, 1e-4, 1.25, 1.5, domain, heldout, 10, 10, created_at=NOW)
-
-
-def make_run(run_id: str = "exp_a-1", experiment: str = "exp_a", **fields) -> Run:
-    values = dict(
-        id=run_id,
-        experiment=experiment,
-        status="finished",
-        config={},
-        config_hash="h",
-        model_id="moonshine-tiny",
-        targets=["q_proj"],
-        target_summary="decoder q (4)",
-        lr=1e-4,
-        steps=100,
-        dora=False,
-        git_commit=None,
-        data_stats={},
-        started_at=NOW,
-        ended_at=NOW,
-        failure_reason=None,
-        intervals=(interval(0, 0.30, 0.10), interval(50, 0.1234, 0.11), interval(100, 0.15, 0.12)),
-    )
-    return Run(**{**values, **fields})
 
 
 def table_lines(markdown: str) -> list[str]:

@@ -28,14 +28,14 @@ def _url(overrides: list[str]) -> str:
     return next(o.split("=", 1)[1] for o in overrides if o.startswith("registry.url="))
 
 
-def test_identical_finished_run_is_skipped_and_rerun_forces_it(run_overrides):
+def test_identical_finished_run_is_skipped_and_rerun_forces_it(run_overrides, make_spec):
     store = Store(_url(run_overrides))
-    first = train.run(spec_from_overrides(run_overrides), store, progress=False)
-    again = train.run(spec_from_overrides(run_overrides), store, progress=False)
+    first = train.run(make_spec(), store, progress=False)
+    again = train.run(make_spec(), store, progress=False)
     assert again == first and len(store.list_runs()) == 1
-    forced = train.run(spec_from_overrides([*run_overrides, "rerun=true"]), store, progress=False)
+    forced = train.run(make_spec("rerun=true"), store, progress=False)
     assert forced != first and len(store.list_runs()) == 2
-    other_lr = train.run(spec_from_overrides([*run_overrides, "optim.lr=5e-4"]), store, progress=False)
+    other_lr = train.run(make_spec("optim.lr=5e-4"), store, progress=False)
     assert other_lr not in (first, forced) and len(store.list_runs()) == 3
 
 

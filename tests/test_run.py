@@ -27,8 +27,8 @@ def registry(overrides: list[str]) -> Store:
 
 
 @pytest.mark.parametrize("kind", ["lora", "dora"])
-def test_real_run_records_intervals_artifacts_and_report(run_overrides, tmp_path, kind):
-    spec = spec_from_overrides([*run_overrides, f"adapter={kind}"])
+def test_real_run_records_intervals_artifacts_and_report(run_overrides, make_spec, tmp_path, kind):
+    spec = make_spec(f"adapter={kind}")
     store = registry(run_overrides)
     run_id = train.run(spec, store, progress=False)
 

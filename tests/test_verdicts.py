@@ -7,12 +7,12 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from factories import interval
 from orchestrator.artifacts.atomic import ADAPTER_WEIGHTS, sha256_file
 from orchestrator.errors import ConfigError
 from orchestrator.registry import Interval, Run, Store
@@ -23,12 +23,11 @@ from orchestrator.selection import select_best
 from orchestrator.training.targets import target_report
 
 ROOT = Path(__file__).resolve().parents[1]
-NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
 N, WORDS = 400, 10  # utterances per manifest, reference words per utterance
 
 
 def at(step: int, domain: float | None, heldout: float | None = 0.10, loss: float | None = None) -> Interval:
-    return Interval(step, None, None, loss, domain, heldout, None, None, created_at=NOW)
+    return interval(step, domain, heldout, eval_loss=loss)
 
 
 # --- select_best -------------------------------------------------------------------------------

@@ -35,8 +35,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.acceptance.bootstrap import POINTS, corpus_wer, loss_trend, paired_bootstrap
-from orchestrator.artifacts.atomic import ADAPTER_WEIGHTS, sha256_file
+from orchestrator.artifacts.atomic import sha256_file
+from orchestrator.artifacts.run_folder import ADAPTER_WEIGHTS, BEST_ADAPTER
 from orchestrator.config.criteria import CriteriaConf
+from orchestrator.registry.entities import RunStatus
 from orchestrator.selection import EPS, Selection, select_best
 
 if TYPE_CHECKING:
@@ -47,7 +49,6 @@ if TYPE_CHECKING:
 PASS, FAIL, INCONCLUSIVE, NA = "PASS", "FAIL", "INCONCLUSIVE", "N/A"
 PLANNED = "planned"  # matrix status of a declared experiment with no run
 SPLITS = ("domain", "heldout")
-BEST_ADAPTER = "lora_adapter_best"
 PARITY = "parity"
 NO_UTTERANCES = "point estimate, no per-utterance data"
 TITLES = {
@@ -181,7 +182,7 @@ def matrix_status(run: Run, verdict: RunVerdict | None) -> str:
     `failed`, `inconclusive`). Experiments with no run are `planned` (see report.py)."""
     if run.annotation_status:
         return run.annotation_status
-    if run.status in ("running", "interrupted", "failed"):
+    if run.status in (RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.FAILED):
         return run.status
     if verdict is None:
         return run.status

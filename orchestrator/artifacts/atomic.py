@@ -1,10 +1,16 @@
-"""Write run artifacts atomically and fingerprint them.
+"""Write run artifacts atomically and fingerprint them: the one place that does it.
 
-An adapter is saved into `<name>.tmp`, its files fsynced, then swapped with the current
-`<name>` in one atomic step (Linux renameat2 RENAME_EXCHANGE; elsewhere two renames with a
-recovery rule), so a process killed at any moment leaves either the old or the new adapter
-complete under `<name>`, never a half-written one or none. A write that fails (disk full, file
-too large, read-only folder) leaves the previous adapter in place and raises WriteError.
+A file (`atomic_write`: the run's config.yaml, checkpoint.pt, audio-cache packs, EXPERIMENTS.md)
+is written to a uniquely named temporary file beside it, flushed and fsynced, renamed over the
+old one (keeping the old one's permission bits) and the folder fsynced: a process killed at any
+moment leaves the old file or the new one, never half of one, and concurrent writers never
+share a temporary file. A write that fails leaves the previous file in place.
+
+An adapter (a folder) is saved into `<name>.tmp`, its files fsynced, then swapped with the
+current `<name>` in one atomic step (Linux renameat2 RENAME_EXCHANGE; elsewhere two renames
+with a recovery rule), so a kill leaves either the old or the new adapter complete under
+`<name>`, never a half-written one or none. A write that fails (disk full, file too large,
+read-only folder) leaves the previous adapter in place and raises WriteError.
 """
 from __future__ import annotations
 
@@ -15,11 +21,16 @@ import hashlib
 import os
 import shutil
 import tempfile
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
+from orchestrator.artifacts.run_folder import ADAPTER_WEIGHTS
 from orchestrator.errors import WriteError, os_reason
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
+__all__ = ["ADAPTER_WEIGHTS", "atomic_write", "check_output_dir", "exchange", "fsync_dir", "recover",
+           "save_adapter", "sha256_file", "write_text_atomic"]
 _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
 
@@ -85,23 +96,38 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file, fsync and rename (never half-written)."""
-    tmp = path.with_name(path.name + ".tmp")
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write `path` atomically: `write(fh)` fills a new temporary file beside it (binary), which is
+    fsynced and renamed over `path`; then the folder is fsynced. If anything fails (or is
+    interrupted) the temporary file is removed, `path` keeps its previous content and the
+    exception propagates unchanged (callers word it; see write_text_atomic)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        # O_EXCL with the umask's mode (not mkstemp's 0600): a new file gets the usual permissions
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        if path.exists():
+            shutil.copymode(path, tmp)
         os.replace(tmp, path)
-    except Exception as exc:
+    except BaseException:
         try:
             tmp.unlink()
         except OSError:
             pass
+        raise
+    fsync_dir(path.parent)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (atomic_write); WriteError if it cannot be written."""
+    try:
+        atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+    except Exception as exc:
         raise WriteError(f"cannot write {path.name} ({os_reason(exc)})", where=str(path),
                          fix="free disk space or make the output folder writable, then run the command again") from exc
-    fsync_dir(path.parent)
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -20,16 +20,11 @@ from orchestrator.config.paths import CONF_DIR
 
 def _launcher(overrides: Sequence[str]) -> tuple[str | None, Any]:
     """(launcher choice, hydra.launcher node) of the config composed with `overrides`."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from orchestrator.config.schema import register
+    from orchestrator.config.compose import compose
 
-    register()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    cfg = compose(overrides, with_hydra=True)
     return cfg.hydra.runtime.choices.get("hydra/launcher"), OmegaConf.to_container(cfg.hydra.launcher)
 
 
@@ -71,12 +66,17 @@ def check_exp_launchers(overrides: Sequence[str], multirun: bool) -> None:
 
 def _compose_launcher(overrides: list[str], name: str) -> tuple[str | None, Any]:
     """`_launcher`, with launcher keys the chosen launcher lacks reported against the exp file."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from orchestrator.config.compose import omegaconf_cause
+
     try:
         return _launcher(overrides)
-    except Exception as exc:  # noqa: BLE001 - Hydra's composition errors have no common type
-        key = next((line.split("full_key:", 1)[1].strip() for line in str(exc).splitlines()
-                    if "full_key: hydra.launcher." in line), None)
-        if key is None:
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = omegaconf_cause(exc)
+        key = str(getattr(cause, "full_key", None) or "")
+        if not key.startswith("hydra.launcher."):
             return None, None  # not about the launcher: the caller's validation reports it
         raise ConfigError(
             f"sets {key}, which the chosen launcher does not have",

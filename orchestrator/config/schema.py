@@ -6,12 +6,51 @@ override (`optim.lrr=1e-4`) fails while composing with "Key 'lrr' not in 'OptimC
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from enum import Enum
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from orchestrator.config.criteria import CriteriaConf  # defined hydra-free there, so the report can use it
+
+
+class Choice(str, Enum):
+    """A closed set of lowercase words. OmegaConf refuses any other value while composing
+    ("Invalid value 'ia3', expected one of [lora, dora]"); members compare equal to their word
+    (`spec.adapter.kind == "dora"`) and print as it. Member names ARE the YAML values."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class AdapterKind(Choice):
+    lora = "lora"
+    dora = "dora"
+
+
+class OnUnsupported(Choice):
+    refuse = "refuse"  # a module type PEFT cannot adapt (nn.Identity, ...) is an error
+    skip = "skip"  # ... is recorded and left out
+
+
+class SpeakerOverlap(Choice):
+    warn = "warn"  # evaluation speakers who also speak in the training manifest: counted and logged
+    refuse = "refuse"  # ... an error before training
+
+
+class OnSilent(Choice):
+    skip = "skip"  # all-silent training audio (RMS 0) is dropped and counted
+    refuse = "refuse"  # ... is an error
+
+
+class Device(Choice):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 @dataclass
@@ -33,12 +72,12 @@ class TargetsConf:
     kinds: List[str] = field(default_factory=list)  # q_proj, self_attn, cross_attn, mlp, linear, ...
     patterns: List[str] = field(default_factory=list)  # escape hatch: full-match regexes on names
     exclude: List[str] = field(default_factory=list)  # full-match regexes removed from the result
-    on_unsupported: str = "refuse"  # refuse | skip  (nn.Identity and other types PEFT cannot adapt)
+    on_unsupported: OnUnsupported = OnUnsupported.refuse  # nn.Identity and other types PEFT cannot adapt
 
 
 @dataclass
 class AdapterConf:
-    kind: str = "lora"  # lora | dora
+    kind: AdapterKind = AdapterKind.lora
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
@@ -51,7 +90,12 @@ class OptimConf:
     batch_size: int = 8
     grad_accum: int = 1
     warmup_ratio: float = 0.1
-    schedule: str = "linear"  # linear warmup + linear decay (transformers' scheduler)
+    # What to build, as Hydra `_target_` nodes (extra keys are the callable's own arguments; Any
+    # because they are free-form). Built by training/optim.py: optimizer(params, lr=, weight_decay=),
+    # scheduler(optimizer, num_warmup_steps=, num_training_steps=).
+    optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.AdamW"})
+    scheduler: Dict[str, Any] = field(
+        default_factory=lambda: {"_target_": "transformers.get_linear_schedule_with_warmup"})
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 42
@@ -64,7 +108,8 @@ class DataConf:
     rms_target: float = 0.075
     sample_rate: int = 16000
     bucketing: bool = True  # batches of similar duration (still shuffled, seeded): less padding
-    on_silent: str = "skip"  # skip | refuse: all-silent audio (RMS 0) is dropped and counted, or an error
+    on_silent: OnSilent = OnSilent.skip  # all-silent training audio (RMS 0): dropped and counted, or an error
+    speaker_overlap: SpeakerOverlap = SpeakerOverlap.warn  # evaluation speakers who also speak in training
     replay_manifest: Optional[str] = None  # general speech mixed into every training batch
     replay_fraction: float = 0.0  # share of each training batch drawn from replay_manifest
 
@@ -94,7 +139,7 @@ class RunConf:
     criteria: CriteriaConf = field(default_factory=CriteriaConf)  # acceptance thresholds (conf/criteria/)
     experiment: Optional[str] = None  # defaults to the chosen `exp` file's name
     output_dir: str = "outputs"
-    device: str = "auto"  # auto | cpu | cuda
+    device: Device = Device.auto
     rerun: bool = False  # run again even if an identical configuration already finished
 
 

@@ -9,6 +9,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.errors import ConfigError
-from orchestrator.config.paths import CONF_DIR
-from orchestrator.config.schema import (AdapterConf, CriteriaConf, DataConf, EvalConf, ModelConf, OptimConf, RegistryConf, RunConf, TargetsConf, register)
+from orchestrator.config.compose import compose
+from orchestrator.config.schema import (AdapterConf, CriteriaConf, DataConf, Device, EvalConf, ModelConf, OptimConf,
+                                        RegistryConf, RunConf, TargetsConf)
 
-ADAPTER_KINDS = ("lora", "dora")
-DEVICES = ("auto", "cpu", "cuda")
+DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+OPTIMIZER_ARGS = ("params", "lr", "weight_decay")  # what training/optim.py passes
+SCHEDULER_ARGS = ("optimizer", "num_warmup_steps", "num_training_steps")
+
+__all__ = ["RunSpec", "build_spec", "compose", "spec_from_overrides", "identity_hash", "manifests_of"]
 # Keys that do not change what a run computes, so they stay out of its identity hash.
 NOT_IDENTITY = ("registry", "output_dir", "device", "rerun")
 
@@ -37,7 +42,7 @@ class RunSpec:
     registry: RegistryConf
     criteria: CriteriaConf
     output_dir: str
-    device: str
+    device: Device
     rerun: bool
     config: dict[str, Any]  # the resolved config, as saved beside the run's artifacts
     config_hash: str
@@ -67,17 +72,6 @@ def manifests_of(data: DataConf | dict, eval: EvalConf | dict) -> dict[str, str]
     return out
 
 
-def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Compose conf/ with Hydra's compose API (used by `plan`, `eval` and the tests)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    register()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
-
-
 def spec_from_overrides(overrides: list[str] | tuple[str, ...] = ()) -> RunSpec:
     """compose + build_spec, naming the experiment after the chosen `exp` file."""
     cfg = compose(overrides)
@@ -101,6 +95,17 @@ def replay_share(batch_size: int, fraction: float) -> int:
     return n
 
 
+def check_target(node: dict, key: str, given: tuple[str, ...], example: str) -> None:
+    """A `_target_` node: a dotted path (importability is `plan`'s check: it needs torch), and no
+    argument the orchestrator passes itself."""
+    target = node.get("_target_")
+    _check(isinstance(target, str) and DOTTED.fullmatch(target) is not None, f"{key}._target_",
+           f"must be a dotted path to a callable, got {target!r}", f"set {key}._target_={example}")
+    clash = sorted(set(node) & set(given))
+    _check(not clash, f"{key}.{clash[0] if clash else ''}", "is set by the orchestrator, not here",
+           f"remove it (optim.lr, optim.weight_decay, optim.steps and optim.warmup_ratio give {', '.join(given)})")
+
+
 def validate(c: RunConf) -> None:
     o, e, a, t = c.optim, c.eval, c.adapter, c.targets
     _check(o.lr > 0 and math.isfinite(o.lr), "optim.lr", f"learning rate must be a finite number > 0, got {o.lr}",
@@ -114,7 +119,8 @@ def validate(c: RunConf) -> None:
     _check(warmup == 0 or warmup < o.steps, "optim.warmup_ratio",
            f"warmup ({warmup} steps) must be shorter than the run (optim.steps={o.steps})",
            "lower optim.warmup_ratio (e.g. 0.1) or raise optim.steps")
-    _check(o.schedule == "linear", "optim.schedule", f"unknown schedule {o.schedule!r}", "use optim.schedule=linear")
+    check_target(o.optimizer, "optim.optimizer", OPTIMIZER_ARGS, "torch.optim.AdamW")
+    check_target(o.scheduler, "optim.scheduler", SCHEDULER_ARGS, "transformers.get_linear_schedule_with_warmup")
     _check(o.weight_decay >= 0 and math.isfinite(o.weight_decay), "optim.weight_decay",
            f"must be a finite number >= 0, got {o.weight_decay}", "set optim.weight_decay=0.0")
     _check(-(2 ** 63) <= o.seed < 2 ** 63, "optim.seed", f"seed {o.seed} does not fit in 64 bits", "set optim.seed=42")
@@ -123,13 +129,10 @@ def validate(c: RunConf) -> None:
            f"interval {e.interval} must be between 1 and optim.steps ({o.steps})",
            f"set eval.interval to at most {o.steps}")
     _check(e.batch_size > 0, "eval.batch_size", f"must be > 0, got {e.batch_size}", "set eval.batch_size=16")
-    _check(a.kind in ADAPTER_KINDS, "adapter.kind", f"unknown adapter kind {a.kind!r}", "use adapter=lora or adapter=dora")
     _check(a.r > 0, "adapter.r", f"rank must be > 0, got {a.r}", "set adapter.r=8")
     _check(a.alpha > 0, "adapter.alpha", f"must be > 0 (it scales the adapter's update), got {a.alpha}",
            "set adapter.alpha=16")
     _check(0 <= a.dropout < 1, "adapter.dropout", f"must be in [0, 1), got {a.dropout}", "set adapter.dropout=0.05")
-    _check(t.on_unsupported in ("refuse", "skip"), "targets.on_unsupported",
-           f"must be 'refuse' or 'skip', got {t.on_unsupported!r}", "set targets.on_unsupported=refuse")
     _check(bool(t.kinds or t.patterns), "targets", "the target spec selects nothing",
            "choose a preset (targets=global_qkvo) or set targets.kinds / targets.patterns")
     _check(c.data.max_seconds > 0, "data.max_seconds", f"must be > 0, got {c.data.max_seconds}", "set data.max_seconds=20")
@@ -139,14 +142,11 @@ def validate(c: RunConf) -> None:
            "replay needs both a manifest and a fraction > 0",
            "set data.replay_manifest=PATH and data.replay_fraction=0.5 together (or neither)")
     replay_share(o.batch_size, c.data.replay_fraction)  # a share that rounds to none or to all fails here
-    _check(c.data.on_silent in ("skip", "refuse"), "data.on_silent",
-           f"must be 'skip' or 'refuse', got {c.data.on_silent!r}", "set data.on_silent=skip")
     _check(c.data.sample_rate > 0, "data.sample_rate", "must be > 0", "set data.sample_rate=16000")
     _check(c.data.rms_target >= 0 and math.isfinite(c.data.rms_target), "data.rms_target",
            f"must be a finite number >= 0 (0: no normalisation), got {c.data.rms_target}", "set data.rms_target=0.075")
     _check(c.model.tokens_per_second > 0 and math.isfinite(c.model.tokens_per_second), "model.tokens_per_second",
            f"must be a finite number > 0, got {c.model.tokens_per_second}", "set model.tokens_per_second=6.5")
-    _check(c.device in DEVICES, "device", f"unknown device {c.device!r}", "use device=auto, cpu or cuda")
 
 
 def check_known_keys(node: DictConfig, prefix: str = "") -> None:
@@ -187,7 +187,8 @@ def build_spec(cfg: DictConfig, experiment: str | None = None) -> RunSpec:
     check_known_keys(cfg)
     conf: RunConf = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     validate(conf)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    # plain words, not Enum members: this dict is saved as config.yaml and hashed for the identity
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     name = conf.experiment or experiment or "adhoc"
     config["experiment"] = name
     fields = {f.name: getattr(conf, f.name) for f in dataclasses.fields(RunConf)}

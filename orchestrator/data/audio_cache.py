@@ -10,8 +10,8 @@ a renamed or copied file reuses the old one. Layout, under `<output_dir>/.audio_
     pack-<key>.npy    float32 samples of every distinct file, one after another
     pack-<key>.json   the index: settings, file hashes, offsets, byte size and CRC-32 of the .npy
 
-Both are written to a temporary file and renamed into place, the .npy first, so the .json marks
-a complete entry: concurrent writers (who write identical bytes) and SIGKILL never leave a
+Both are written by artifacts.atomic.atomic_write (temporary file, fsync, rename), the .npy
+first, so the .json marks a complete entry: concurrent writers (who write identical bytes) and SIGKILL never leave a
 half-written entry that passes for a whole one. On load the index is checked against the .npy
 (header, shape, size, CRC-32); an entry that fails is decoded again and replaced.
 Imports only numpy, the audio path and the file hasher.
@@ -22,26 +22,25 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
-from orchestrator.artifacts.atomic import sha256_file
+from orchestrator.artifacts.atomic import atomic_write, sha256_file
+from orchestrator.artifacts.run_folder import audio_cache_dir
 from orchestrator.data.audio import load_audio
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the layout or load_audio's output changes: old entries are ignored
-CACHE_DIRNAME = ".audio_cache"
 _DTYPE = np.dtype("<f4")  # what load_audio returns (float32), little-endian on disk
 
 
 def cache_dir(output_dir: str | os.PathLike[str]) -> Path:
-    """The cache folder of an output folder (`outputs/` -> `outputs/.audio_cache/`)."""
-    return Path(output_dir) / CACHE_DIRNAME
+    """The cache folder of an output folder (`outputs/` -> `outputs/.audio_cache/`; RunFolder's layout)."""
+    return audio_cache_dir(output_dir)
 
 
 class CorruptEntry(Exception):
@@ -140,40 +139,19 @@ class AudioCache:
     def _write(self, key: str, digests: list[str], waves: list[np.ndarray], offsets: list[int]) -> None:
         npy, index_path = self.paths(key)
         self.root.mkdir(parents=True, exist_ok=True)
-        crc = 0
-        with _atomic(npy) as fh:
+        written = {"crc32": 0, "bytes": 0}
+
+        def samples(fh) -> None:
             np.lib.format.write_array_header_1_0(fh, {"descr": _DTYPE.str, "fortran_order": False,
                                                       "shape": (offsets[-1],)})
             for wave in waves:
                 data = np.ascontiguousarray(wave, dtype=_DTYPE)
-                crc = zlib.crc32(data, crc)
+                written["crc32"] = zlib.crc32(data, written["crc32"])
                 fh.write(memoryview(data).cast("B"))
-            size = fh.tell()
+            written["bytes"] = fh.tell()
+
+        atomic_write(npy, samples)  # the .npy first: the index marks a complete entry
         index = {"format": FORMAT_VERSION, "sample_rate": self.sample_rate, "rms_target": self.rms_target,
-                 "audio": digests, "offsets": offsets, "bytes": size, "crc32": crc}
-        with _atomic(index_path) as fh:
-            fh.write(json.dumps(index).encode())
+                 "audio": digests, "offsets": offsets, **written}
+        atomic_write(index_path, lambda fh: fh.write(json.dumps(index).encode()))
 
-
-class _atomic:
-    """Write to a temporary file beside `dest`, fsync, then rename it onto `dest`."""
-
-    def __init__(self, dest: Path):
-        self.dest = dest
-
-    def __enter__(self):
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.dest.name}.", suffix=".tmp", dir=self.dest.parent)
-        self.fh = os.fdopen(fd, "wb")
-        return self.fh
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self.fh.flush()
-                os.fsync(self.fh.fileno())
-            self.fh.close()
-            if exc_type is None:
-                os.replace(self.tmp, self.dest)
-        finally:
-            if os.path.exists(self.tmp):
-                os.unlink(self.tmp)

@@ -1,15 +1,18 @@
 """Read and validate JSONL manifests into `Utterance`s; screen their audio; hash for identity.
 
+The rules are written once, in manifest_rules.py; this module applies them three ways:
 `read_manifest` checks every line and stops at the first problem (headers only, cheap);
 `check_lines` adds what needs no decoding (duplicate files, "duration" against the header, text
 without words); `load_split` is what a run reads: it also decodes every audio file once through
 the one audio path and refuses what cannot be trained or scored on, before torch loads and
 before the registry gets a row (`load_splits` applies a run's data settings to its manifests);
-`validate_manifest` lists every problem with its line. Stats and expansion: manifest_tools.py.
+`validate_manifest` lists every problem with its line. Comparing manifests (overlap, shared
+speakers, orthography): manifest_compare.py. Stats and expansion: manifest_tools.py.
 
-A manifest line is `{"audio_filepath": "...", "text": "...", "duration": 1.23}` (duration
-optional: read from the audio header when absent). Every problem is a ManifestError whose
-`where` is `manifest:line`, so the user can jump straight to it.
+A manifest line is `{"audio_filepath": "...", "text": "...", "duration": 1.23, "speaker": "s1"}`
+(duration optional: read from the audio header when absent; speaker optional; `audio` is
+accepted for `audio_filepath`, as the upstream Moonshine trainer writes it). Every problem is a
+ManifestError whose `where` is `manifest:line`, so the user can jump straight to it.
 
 What a run does with each kind of questionable input (the same rules for every manifest):
 - unusable audio (missing, empty, undecodable, no samples, NaN/inf), empty text or text with no
@@ -30,15 +33,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from orchestrator.artifacts.atomic import sha256_file
-from orchestrator.data.audio import AudioFacts, audio_info, inspect_audio
-from orchestrator.errors import AudioError, ManifestError
+from orchestrator.data import manifest_rules as rules
+from orchestrator.data.audio import AudioFacts
+from orchestrator.data.manifest_rules import DURATION_TOLERANCE, NEAR_SILENT_RMS, Problem  # noqa: F401 (re-exported)
+from orchestrator.errors import ManifestError
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Utterance:
     text: str
     duration: float  # seconds
     line: int  # 1-based line in the manifest
+    speaker: str | None = None  # the line's "speaker", when it has one
 
 
 @dataclass(frozen=True)
@@ -63,77 +67,6 @@ class Filtered:
         extra = {"skipped_silent": self.skipped_silent, "resampled": self.resampled, "downmixed": self.downmixed}
         return {"utterances": len(self.kept), "dropped_too_long": self.dropped_too_long,
                 **{k: v for k, v in extra.items() if v}}
-
-
-def _resolve_audio(raw: str, manifest_dir: str) -> str | None:
-    """Absolute path of `raw`: as given if absolute, else manifest dir first, then the cwd."""
-    candidates = [raw] if os.path.isabs(raw) else [os.path.join(manifest_dir, raw), raw]
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            return os.path.abspath(candidate)
-    return None
-
-
-_FIX_JSON = "write one JSON object per line"
-
-
-def _json_object(raw_line: str) -> tuple[dict | None, tuple[str, str] | None]:
-    """The line's JSON object, or (None, (what, fix)) when it is not one."""
-    try:
-        row = json.loads(raw_line)
-    except json.JSONDecodeError as err:
-        return None, (f"malformed JSON ({err.msg}, column {err.colno})", _FIX_JSON)
-    except (ValueError, RecursionError) as err:  # e.g. nesting too deep, an integer too long
-        return None, (f"malformed JSON ({' '.join(str(err).split()) or type(err).__name__})", _FIX_JSON)
-    if not isinstance(row, dict):
-        kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number",
-                type(None): "null"}.get(type(row), type(row).__name__)
-        return None, (f"expected a JSON object, got {kind}", _FIX_JSON)
-    return row, None
-
-
-def _field_problems(row: dict, manifest_dir: str) -> tuple[str | None, list[tuple[str, str]]]:
-    """(resolved audio path or None, every (what, fix) wrong with the row's fields), in line order."""
-    problems: list[tuple[str, str]] = []
-    audio = None
-    raw_path = row.get("audio_filepath")
-    if not isinstance(raw_path, str) or not raw_path.strip():
-        problems.append(("\"audio_filepath\" is missing, empty or not a string",
-                         "add an \"audio_filepath\" field with the audio file's path"))
-    text = row.get("text")
-    if text is None:
-        problems.append(("missing \"text\"", "add a \"text\" field with the transcript"))
-    elif not isinstance(text, str) or not text.strip():
-        problems.append(("\"text\" is empty or not a string", "give the transcript in \"text\", or drop the line"))
-    if isinstance(raw_path, str) and raw_path.strip():
-        audio = _resolve_audio(raw_path, manifest_dir)
-        if audio is None:
-            looked = "" if os.path.isabs(raw_path) else f" (looked in {manifest_dir} and {os.getcwd()})"
-            kind = "is a directory, not an audio file" if os.path.isdir(
-                raw_path if os.path.isabs(raw_path) else os.path.join(manifest_dir, raw_path)) else "not found"
-            problems.append((f"audio file {kind}: {raw_path}{looked}", "check the path or regenerate the manifest"))
-    duration = row.get("duration")
-    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
-                                 or not math.isfinite(duration) or duration <= 0):
-        problems.append((f"\"duration\" must be a positive number of seconds, got {duration!r}",
-                         "fix the value or remove \"duration\" to read it from the audio"))
-    return audio, problems
-
-
-def _parse_line(raw_line: str, where: str, manifest_dir: str, lineno: int) -> Utterance:
-    row, bad = _json_object(raw_line)
-    if bad:
-        raise ManifestError(bad[0], where=where, fix=bad[1])
-    audio, problems = _field_problems(row, manifest_dir)
-    if problems:
-        raise ManifestError(problems[0][0], where=where, fix=problems[0][1])
-    duration = row.get("duration")
-    if duration is None:
-        try:
-            duration = audio_info(audio)[0]
-        except AudioError as err:
-            raise AudioError(f"{audio}: {err.what}", where=where, fix=err.fix) from None
-    return Utterance(audio_filepath=audio, text=row["text"], duration=float(duration), line=lineno)
 
 
 def _lines(path: str) -> Iterator[tuple[int, str | None]]:
@@ -160,22 +93,38 @@ def _require_file(path: str) -> None:
                             fix="check the path, or build the manifests (python -m orchestrator.data.synth)")
 
 
+def _rows(path: str) -> Iterator[tuple[rules.Row | None, list[Problem]]]:
+    """parse_line of every non-blank line (a line that is not UTF-8 counts as non-blank)."""
+    _require_file(path)
+    manifest_dir = os.path.dirname(os.path.abspath(path))
+    for lineno, raw_line in _lines(path):
+        if raw_line is None or raw_line.strip():
+            yield rules.parse_line(lineno, raw_line, manifest_dir)
+
+
+_NO_UTTERANCES = "manifest has no utterances"
+
+
+# --- stop at the first problem -------------------------------------------------------------------
+
 def read_manifest(path: str | os.PathLike[str]) -> list[Utterance]:
     """All utterances of the JSONL manifest at `path`, validated; blank lines are skipped.
 
     Stops at the first problem; `validate_manifest` lists them all."""
     path = os.fspath(path)
-    _require_file(path)
-    manifest_dir = os.path.dirname(os.path.abspath(path))
     utts: list[Utterance] = []
-    for lineno, raw_line in _lines(path):
-        where = f"{path}:{lineno}"
-        if raw_line is None:
-            raise ManifestError("line is not valid UTF-8", where=where, fix="save the manifest as UTF-8")
-        if raw_line.strip():
-            utts.append(_parse_line(raw_line, where, manifest_dir, lineno))
+    for row, problems in _rows(path):
+        if problems:
+            raise problems[0].error(path)
+        duration = row.duration
+        if duration is None:
+            duration, unreadable = rules.header_duration(row.line, row.audio)
+            if unreadable:
+                raise unreadable[0].error(path)
+        utts.append(Utterance(audio_filepath=row.audio, text=row.text, duration=float(duration), line=row.line,
+                              speaker=row.speaker))
     if not utts:
-        raise ManifestError("manifest has no utterances", where=path,
+        raise ManifestError(_NO_UTTERANCES, where=path,
                             fix="add at least one JSON line, or point the config at another manifest")
     return utts
 
@@ -191,22 +140,37 @@ def read_rows(path: str | os.PathLike[str]) -> dict[int, dict]:
     return rows
 
 
-# --- validation: every problem, not just the first ----------------------------------------------
+def check_lines(path: str | os.PathLike[str], *, tolerance: float = DURATION_TOLERANCE) -> list[Utterance]:
+    """read_manifest plus every check that needs no decoding, stopping at the first problem:
+    text without words, the same audio file twice, an unreadable audio header, a "duration"
+    that disagrees with the header. Cheap (headers only): the CLI runs it before loading torch."""
+    path = os.fspath(path)
+    utts = read_manifest(path)
+    first_by_path: dict[str, int] = {}
+    for u in utts:
+        duplicate = rules.duplicate_file(u.line, u.audio_filepath, first_by_path)
+        problems = [*rules.text_problems(u.line, u.text), *([duplicate] if duplicate else [])]
+        problems = problems or rules.header_problems(u.line, u.audio_filepath, u.duration, tolerance)
+        if problems:
+            raise problems[0].error(path)
+    return utts
 
-DURATION_TOLERANCE = 0.1  # seconds a line's "duration" may differ from its audio
-NEAR_SILENT_RMS = 1e-4  # about -80 dBFS: normalising to rms_target would amplify mostly noise
-_FIX_DUPLICATE = "drop one of the two lines: a manifest lists each utterance once"
-_FIX_AUDIO = "re-export the file as 16-bit PCM WAV or FLAC, or drop the line"
 
+# --- list every problem ----------------------------------------------------------------------------
 
 class ManifestProblem(ManifestError):
     """One finding of `validate_manifest`: severity "error" (unusable) or "info" (usable as is:
-    the one audio path will resample or down-mix it)."""
+    the one audio path will resample or down-mix it; or what the manifest holds, e.g. speakers)."""
 
     def __init__(self, what: str, *, path: str, line: int | None = None, fix: str | None = None,
-                 severity: str = "error"):
+                 severity: str = "error", field: str | None = None, code: str = "invalid"):
         super().__init__(what, where=f"{path}:{line}" if line else path, fix=fix)
-        self.path, self.line, self.severity = path, line, severity
+        self.path, self.line, self.severity, self.field, self.code = path, line, severity, field, code
+
+    @classmethod
+    def of(cls, problem: Problem, path: str) -> ManifestProblem:
+        return cls(problem.what, path=path, line=problem.line, fix=problem.fix, severity=problem.severity,
+                   field=problem.field, code=problem.code)
 
     @property
     def is_error(self) -> bool:
@@ -217,54 +181,6 @@ class ManifestProblem(ManifestError):
         return self.one_line() if self.is_error else f"{self.where}: info: {self.what}"
 
 
-def _declared_duration(row: dict) -> float | None:
-    d = row.get("duration")
-    ok = isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d) and d > 0
-    return float(d) if ok else None
-
-
-def _duration_problem(declared: float, actual: float, tolerance: float) -> tuple[str, str] | None:
-    if abs(declared - actual) <= tolerance:
-        return None
-    return (f"\"duration\" {declared:g} s disagrees with the audio ({actual:.3f} s) by more than {tolerance:g} s",
-            f"set \"duration\" to {actual:.3f} or remove it to read it from the audio (a wrong or truncated file?)")
-
-
-def _no_words(text: object) -> tuple[str, str] | None:
-    from orchestrator.data.textnorm import normalize
-
-    if isinstance(text, str) and text.strip() and not normalize(text):
-        return (f"\"text\" {text!r} has no words once normalised (lower-case, punctuation removed)",
-                "give the spoken words in \"text\", or drop the line")
-    return None
-
-
-def _audio_problems(audio: str, declared: float | None, sample_rate: int,
-                    tolerance: float) -> tuple[AudioFacts | None, list[tuple[str, str | None, str]]]:
-    """(facts or None, every (what, fix, severity)) for the audio file, decoded through the one audio path."""
-    try:
-        facts = inspect_audio(audio)
-    except AudioError as err:
-        return None, [(f"{audio}: {err.what}", err.fix, "error")]
-    except Exception as err:  # noqa: BLE001 - whatever a broken file raises, it is this line's problem
-        return None, [(f"{audio}: cannot use this audio ({type(err).__name__}: {err})", _FIX_AUDIO, "error")]
-    found: list[tuple[str, str | None, str]] = []
-    if facts.rms == 0.0:
-        found.append((f"{audio}: audio is all silent (RMS 0)", "remove the utterance (a run skips it with "
-                      "data.on_silent=skip, the default, and refuses it in evaluation manifests)", "error"))
-    elif facts.rms < NEAR_SILENT_RMS:
-        found.append((f"{audio}: audio is near-silent (RMS {facts.rms:.1e})", "remove the utterance or re-record it",
-                      "error"))
-    mismatch = None if declared is None else _duration_problem(declared, facts.duration, tolerance)
-    if mismatch:
-        found.append((*mismatch, "error"))
-    if facts.sample_rate != sample_rate:
-        found.append((f"sample rate {facts.sample_rate} Hz: will be resampled to {sample_rate} Hz", None, "info"))
-    if facts.channels > 1:
-        found.append((f"{facts.channels} channels: will be down-mixed to mono", None, "info"))
-    return facts, found
-
-
 def validate_manifest(path: str | os.PathLike[str], *, sample_rate: int = 16000,
                       tolerance: float = DURATION_TOLERANCE) -> list[ManifestProblem]:
     """Every problem of the manifest at `path`, in line order, each naming its line.
@@ -272,56 +188,43 @@ def validate_manifest(path: str | os.PathLike[str], *, sample_rate: int = 16000,
     Checks each line (UTF-8, JSON object, fields, audio found), decodes each audio file through
     the one audio path (unreadable, empty, NaN/inf, silent), compares "duration" with the audio,
     and flags duplicates (same file or same bytes as an earlier line). Audio that is not
-    `sample_rate` or not mono is an info, not an error. A missing manifest raises ManifestError.
+    `sample_rate` or not mono is an info, not an error; so is the count of speakers, when lines
+    name them. A missing manifest raises ManifestError.
     """
     path = os.fspath(path)
-    _require_file(path)
-    manifest_dir = os.path.dirname(os.path.abspath(path))
-    problems: list[ManifestProblem] = []
+    found: list[Problem] = []
     first_by_path: dict[str, int] = {}
     first_by_hash: dict[str, int] = {}
+    speakers: Counter[str] = Counter()
     utterances = 0
-    for lineno, raw_line in _lines(path):
-        def add(what: str, fix: str | None = None, severity: str = "error") -> None:
-            problems.append(ManifestProblem(what, path=path, line=lineno, fix=fix, severity=severity))
-
-        if raw_line is None:
-            add("line is not valid UTF-8", "save the manifest as UTF-8")
-            continue
-        if not raw_line.strip():
-            continue
+    for row, problems in _rows(path):
         utterances += 1
-        row, bad = _json_object(raw_line)
-        if bad:
-            add(*bad)
+        found += problems
+        if row is None:
             continue
-        audio, field_problems = _field_problems(row, manifest_dir)
-        for what, fix in field_problems:
-            add(what, fix)
-        wordless = _no_words(row.get("text"))
-        if wordless:
-            add(*wordless)
-        if audio is None:
+        found += rules.text_problems(row.line, row.text)
+        if row.speaker:
+            speakers[row.speaker] += 1
+        if row.audio is None:
             continue
-        if audio in first_by_path:
-            add(f"duplicate: same audio file as line {first_by_path[audio]}", _FIX_DUPLICATE)
+        duplicate = rules.duplicate_file(row.line, row.audio, first_by_path)
+        if duplicate:
+            found.append(duplicate)
             continue
-        first_by_path[audio] = lineno
-        facts, audio_problems = _audio_problems(audio, _declared_duration(row), sample_rate, tolerance)
-        for what, fix, severity in audio_problems:
-            add(what, fix, severity)
-        try:
-            digest = facts.sha256 if facts else sha256_file(Path(audio))
-        except OSError:
-            continue  # unreadable: already reported above
-        if digest in first_by_hash:
-            add(f"duplicate: same audio content as line {first_by_hash[digest]}", _FIX_DUPLICATE)
-        else:
-            first_by_hash[digest] = lineno
+        found += rules.audio_problems(row.line, row.audio, row.duration, sample_rate=sample_rate,
+                                      tolerance=tolerance, first_by_hash=first_by_hash)[1]
     if not utterances:
-        problems.append(ManifestProblem("manifest has no utterances", path=path,
-                                        fix="add at least one JSON line"))
-    return problems
+        found.append(Problem(None, None, _NO_UTTERANCES, "add at least one JSON line"))
+    if speakers:
+        found.append(Problem(None, "speaker", speaker_summary(speakers), None, "info", code="speakers"))
+    return [ManifestProblem.of(p, path) for p in found]
+
+
+def speaker_summary(speakers: Counter[str], shown: int = 5) -> str:
+    """`3 speakers (utterances each: s1 4, s2 3, s3 1)`: the most frequent `shown` by name."""
+    top = ", ".join(f"{name} {count}" for name, count in speakers.most_common(shown))
+    more = f", ... {len(speakers) - shown} more" if len(speakers) > shown else ""
+    return f"{len(speakers)} speaker{'s' if len(speakers) != 1 else ''} (utterances each: {top}{more})"
 
 
 def filter_by_duration(utts: list[Utterance], max_seconds: float) -> Filtered:
@@ -333,45 +236,6 @@ def filter_by_duration(utts: list[Utterance], max_seconds: float) -> Filtered:
 # --- what a run reads: every line checked, every audio file decoded once -------------------------
 
 SILENT_POLICIES = ("skip", "refuse")
-
-
-def _inspect(audio: str, where: str) -> AudioFacts:
-    """inspect_audio, with any failure turned into one error naming the manifest line."""
-    try:
-        return inspect_audio(audio)
-    except AudioError as err:
-        raise AudioError(f"{audio}: {err.what}", where=where, fix=err.fix) from None
-    except Exception as err:  # noqa: BLE001 - whatever a broken file raises, it is this line's problem
-        raise AudioError(f"{audio}: cannot use this audio ({type(err).__name__}: {err})", where=where,
-                         fix=_FIX_AUDIO) from None
-
-
-def check_lines(path: str | os.PathLike[str], *, tolerance: float = DURATION_TOLERANCE) -> list[Utterance]:
-    """read_manifest plus every check that needs no decoding, stopping at the first problem:
-    text without words, the same audio file twice, an unreadable audio header, a "duration"
-    that disagrees with the header. Cheap (headers only): the CLI runs it before loading torch."""
-    path = os.fspath(path)
-    utts = read_manifest(path)
-    first_by_path: dict[str, int] = {}
-    for u in utts:
-        where = f"{path}:{u.line}"
-        wordless = _no_words(u.text)
-        if wordless:
-            raise ManifestError(wordless[0], where=where, fix=wordless[1])
-        if u.audio_filepath in first_by_path:
-            raise ManifestError(f"duplicate: same audio file as line {first_by_path[u.audio_filepath]}",
-                                where=where, fix=_FIX_DUPLICATE)
-        first_by_path[u.audio_filepath] = u.line
-        try:
-            header_duration = audio_info(u.audio_filepath)[0]
-        except AudioError as err:
-            raise AudioError(f"{u.audio_filepath}: {err.what}", where=where, fix=err.fix) from None
-        mismatch = _duration_problem(u.duration, header_duration, tolerance)
-        if mismatch:
-            raise ManifestError(mismatch[0], where=where, fix=mismatch[1])
-    return utts
-
-
 _SPLITS: dict[tuple, tuple[tuple, Filtered]] = {}  # load_split's results in this process (see there)
 
 
@@ -421,21 +285,18 @@ def _load_split(path: str, *, max_seconds: float, sample_rate: int, on_silent: s
     usable: list[Utterance] = []
     silent = 0
     for u in utts:
-        where = f"{path}:{u.line}"
-        facts = _inspect(u.audio_filepath, where)
-        if facts.sha256 in first_by_hash:
-            raise ManifestError(f"duplicate: {u.audio_filepath} has the same audio content as line "
-                                f"{first_by_hash[facts.sha256]}", where=where, fix=_FIX_DUPLICATE)
-        first_by_hash[facts.sha256] = u.line
-        mismatch = _duration_problem(u.duration, facts.duration, tolerance)
-        if mismatch:
-            raise ManifestError(mismatch[0], where=where, fix=mismatch[1])
-        if facts.rms == 0.0:
+        facts, problems = rules.audio_problems(u.line, u.audio_filepath, u.duration, sample_rate=sample_rate,
+                                               tolerance=tolerance, first_by_hash=first_by_hash)
+        # what a run refuses: every error but near-silent audio (kept: load_audio normalises it)
+        refused = [p for p in problems if p.severity == "error" and p.code != "near_silent"]
+        if refused and refused[0].code == "silent":
             if on_silent == "skip":
                 silent += 1
                 continue
-            raise AudioError(f"{u.audio_filepath}: audio is all silent (RMS 0)", where=where,
-                             fix=silent_fix or "drop the line")
+            refused[0] = rules.Problem(u.line, None, refused[0].what, silent_fix or "drop the line", audio=True,
+                                       code="silent")
+        if refused:
+            raise refused[0].error(path)
         facts_of[u.audio_filepath] = facts
         usable.append(u)
     part = filter_by_duration(usable, max_seconds)
@@ -457,7 +318,8 @@ TRAINING_SPLITS = ("train", "replay")  # data.on_silent applies to these; evalua
 def load_splits(manifests: dict[str, str], data) -> dict[str, Filtered]:
     """load_split of every manifest a run reads ({split: path}, as RunSpec.manifests), with the
     run's data settings (`data`: a DataConf): data.on_silent for the training splits, refuse
-    for the evaluation ones."""
+    for the evaluation ones; data.speaker_overlap=refuse refuses an evaluation manifest that
+    shares speakers with the training one (manifest_compare.py)."""
     parts = {}
     for name, path in manifests.items():
         training = name in TRAINING_SPLITS
@@ -466,6 +328,9 @@ def load_splits(manifests: dict[str, str], data) -> dict[str, Filtered]:
             on_silent=data.on_silent if training else "refuse",
             silent_fix="drop the line, or set data.on_silent=skip to skip and count all-silent utterances" if training
             else "drop the line: an evaluation manifest is scored whole (data.on_silent applies to training data)")
+    from orchestrator.data.manifest_compare import refuse_shared_speakers
+
+    refuse_shared_speakers(parts, manifests, getattr(data, "speaker_overlap", "warn"), TRAINING_SPLITS)
     return parts
 
 

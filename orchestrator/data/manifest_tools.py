@@ -1,6 +1,6 @@
 """Manifest statistics and evaluation-set expansion, on top of manifest.py (pandas / numpy).
 
-`manifest_stats` summarises a manifest (utterances, hours, duration percentiles, words).
+`manifest_stats` summarises a manifest (utterances, hours, duration percentiles, words, speakers).
 `expand_manifest` draws a stable evaluation manifest from a pool: seeded, stratified by duration,
 and free of any overlap with the given training manifests, by audio content (sha256 of the file
 bytes) or by normalised text (the normaliser WER uses).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from orchestrator.artifacts.atomic import sha256_file
+from orchestrator.artifacts.atomic import atomic_write, sha256_file
 from orchestrator.errors import ManifestError, OrchestratorError
-from orchestrator.data.manifest import Utterance, read_manifest, read_rows
+from orchestrator.data.manifest import Utterance, read_manifest, read_rows, speaker_summary
 
 PERCENTILES = (5, 50, 95)
 
@@ -30,7 +31,9 @@ PERCENTILES = (5, 50, 95)
 # --- stats -------------------------------------------------------------------------------------
 
 def manifest_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Utterances, hours, duration percentiles (linear interpolation), words total and per utterance."""
+    """Utterances, hours, duration percentiles (linear interpolation), words total and per utterance,
+    and the speakers (`{name: utterances}`, most first; empty when no line names one)."""
+    from orchestrator.data.manifest_compare import speaker_counts
     from orchestrator.data.textnorm import normalize
 
     utts = read_manifest(path)
@@ -45,6 +48,7 @@ def manifest_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
         "seconds": {"total": float(seconds.sum()), "mean": float(seconds.mean()), "min": float(seconds.min()),
                     **{f"p{p}": float(q) for p, q in zip(PERCENTILES, quantiles)}, "max": float(seconds.max())},
         "words": {"total": int(frame["words"].sum()), "per_utterance": float(frame["words"].mean())},
+        "speakers": dict(speaker_counts(utts).most_common()),
     }
 
 
@@ -57,6 +61,7 @@ def render_stats(stats: dict[str, Any]) -> str:
         f"  hours       {stats['hours']:.3f}  ({s['total']:.1f} s)",
         f"  duration s  min {s['min']:.2f}  {percentiles}  max {s['max']:.2f}  mean {s['mean']:.2f}",
         f"  words       {w['total']}  ({w['per_utterance']:.2f} per utterance)",
+        *([f"  speakers    {speaker_summary(Counter(stats['speakers']))}"] if stats.get("speakers") else []),
     ])
 
 
@@ -116,9 +121,8 @@ def stratified_sample(durations: np.ndarray, size: int, *, bins: int, seed: int)
 
 def _write_jsonl_atomic(rows: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def expand_manifest(pool: str | os.PathLike[str], out: str | os.PathLike[str], *, size: int = 500,
@@ -169,6 +173,7 @@ def expand_manifest(pool: str | os.PathLike[str], out: str | os.PathLike[str], *
     for i in picked:
         u = eligible[i]
         row = {**rows[u.line], "audio_filepath": u.audio_filepath}
+        row.pop("audio", None)  # the upstream trainer's name for it: one field, absolute, is written
         row.setdefault("duration", u.duration)
         out_rows.append(row)
     _write_jsonl_atomic(out_rows, Path(out))

@@ -30,12 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.registry import liveness
-from orchestrator.artifacts.atomic import ADAPTER_WEIGHTS, sha256_file
-from orchestrator.registry import Run, Store
+from orchestrator.artifacts.atomic import sha256_file
+from orchestrator.artifacts.run_folder import ADAPTER_KINDS, ADAPTER_WEIGHTS, CONFIG, RunFolder
+from orchestrator.registry import Run, RunStatus, Store
 
-REQUIRED_ARTIFACTS = ("lora_adapter_best", "lora_adapter_last")
-CHECKPOINT = "checkpoint.pt"  # as orchestrator.checkpoint writes it (not imported: it needs torch)
-RUN_CONFIG = "config.yaml"
+REQUIRED_ARTIFACTS = ADAPTER_KINDS
 LEFTOVER_SUFFIXES = (".tmp", ".old")
 
 
@@ -83,7 +82,7 @@ class Diagnosis:
 
 def _folder(run: Run, outputs: Path | None) -> Path | None:
     if outputs is not None and not run.external:
-        return outputs / run.id
+        return RunFolder(outputs, run.id).path
     return liveness.run_dir(run)
 
 
@@ -97,8 +96,8 @@ def _as_seen_from(run: Run, outputs: Path | None) -> Run:
 def _artifact_path(recorded: str, kind: str, folder: Path | None) -> Path:
     """Where the artifact is: its recorded path, or (outputs moved) its kind in the run folder."""
     path = Path(recorded)
-    if not path.exists() and folder is not None and (folder / kind).exists():
-        return folder / kind
+    if folder is not None and not path.exists() and RunFolder.at(folder).artifact(kind).exists():
+        return RunFolder.at(folder).artifact(kind)
     return path
 
 
@@ -111,7 +110,7 @@ def _check_liveness(store: Store, run: Run, outputs: Path | None, repair: bool) 
     if repair:
         note = f"marked interrupted by `orchestrator doctor`: {why}"
         finding.repaired = store.mark_interrupted(run.id, note, seen_heartbeat=run.heartbeat_at)
-        if not finding.repaired and store.get_run(run.id).status != "running":
+        if not finding.repaired and store.get_run(run.id).status != RunStatus.RUNNING:
             finding.severity, finding.what = "info", "was `running` with no live process; another process changed it meanwhile"
     return [finding]
 
@@ -139,7 +138,7 @@ def _check_artifacts(run: Run, folder: Path | None, resumable: bool) -> list[Fin
             else:
                 found.append(Finding("artifact_mismatch", "problem", what, run.id,
                                      fix="the file changed after it was recorded: restore it, or rerun with rerun=true"))
-    if run.status == "completed":
+    if run.status == RunStatus.COMPLETED:
         have = {a.kind for a in run.artifacts}
         for kind in REQUIRED_ARTIFACTS:
             if kind not in have:
@@ -150,10 +149,10 @@ def _check_artifacts(run: Run, folder: Path | None, resumable: bool) -> list[Fin
 
 def _check_folder(run: Run, folder: Path) -> list[Finding]:
     found = []
-    config = folder / RUN_CONFIG
+    config = RunFolder.at(folder).config
     if run.intervals and not config.is_file():
         found.append(Finding("no_config", "problem", f"has intervals but no {config}", run.id,
-                             fix="resume the run (it rewrites config.yaml), or write the registry's config there: "
+                             fix=f"resume the run (it rewrites {CONFIG}), or write the registry's config there: "
                                  "orchestrator runs --json"))
     elif config.is_file():
         from omegaconf import OmegaConf
@@ -162,8 +161,8 @@ def _check_folder(run: Run, folder: Path) -> list[Finding]:
             OmegaConf.load(config)
         except Exception as exc:  # noqa: BLE001 - any parse failure means the file is damaged
             found.append(Finding("damaged_config", "problem", f"{config} does not parse ({type(exc).__name__})",
-                                 run.id, fix="resume the run (it rewrites config.yaml)"))
-    checkpoint = folder / CHECKPOINT
+                                 run.id, fix=f"resume the run (it rewrites {CONFIG})"))
+    checkpoint = RunFolder.at(folder).checkpoint  # checked as a zip: no torch here
     if checkpoint.is_file():
         try:
             with zipfile.ZipFile(checkpoint) as archive:
@@ -191,7 +190,7 @@ def diagnose(store: Store, *, outputs: Path | None = None, repair: bool = False)
             continue
         folder = _folder(run, outputs)
         dead_running = any(f.kind == "stale_running" for f in diagnosis.findings if f.run == run.id)
-        alive = run.status == "running" and not dead_running
+        alive = run.status == RunStatus.RUNNING and not dead_running
         if alive:  # its files are being written: nothing to compare yet
             diagnosis.findings.append(Finding("running", "info", "running now (its process is alive)", run.id))
             continue
@@ -200,7 +199,7 @@ def diagnose(store: Store, *, outputs: Path | None = None, repair: bool = False)
                          f"{len(run.artifacts)} artifact(s) recorded, but its folder {folder} is missing", run.id,
                          fix="pass --outputs DIR if the outputs moved; if they are gone, run it again with rerun=true")])
             continue
-        add(_check_artifacts(run, folder, resumable=run.status == "interrupted" or dead_running))
+        add(_check_artifacts(run, folder, resumable=run.status == RunStatus.INTERRUPTED or dead_running))
         if folder is not None and folder.is_dir():
             add(_check_folder(run, folder))
     for table, count in store.orphan_counts().items():

@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from orchestrator.registry import Run
+from orchestrator.artifacts.run_folder import LOCK, RunFolder
+from orchestrator.registry import Run, RunStatus
 
-LOCK_FILE = ".lock"  # in the run folder; train.run_lock holds it exclusively
+LOCK_FILE = LOCK  # in the run folder (RunFolder.lock); train.run_lock holds it exclusively
 HEARTBEAT_EVERY_S = 30.0  # the trainer beats at most this often
 # A heartbeat older than this means the process is gone. Generous: the trainer beats from its
 # step loop, so one long evaluation (two manifests, no step) passes without a beat.
@@ -35,7 +36,7 @@ def lock_held(run_dir: Path) -> bool | None:
     Asks with a shared, non-blocking lock released at once: it never waits, and a trainer's
     exclusive lock makes it fail."""
     try:
-        handle = open(run_dir / LOCK_FILE, "rb")
+        handle = open(RunFolder.at(run_dir).lock, "rb")
     except OSError:
         return None
     with handle:
@@ -53,14 +54,14 @@ def run_dir(run: Run, root: Path | None = None) -> Path | None:
     output_dir = run.config.get("output_dir") if isinstance(run.config, dict) else None
     if run.external or not output_dir:
         return None
-    return Path(root or ".") / output_dir / run.id
+    return RunFolder(Path(root or ".") / output_dir, run.id).path
 
 
 def why_dead(run: Run, *, now: datetime | None = None, host: str | None = None,
              stale_after: timedelta = STALE_AFTER, root: Path | None = None) -> str | None:
     """Why a run recorded as `running` has no live process, or None (not `running`, or alive as
     far as can be told)."""
-    if run.status != "running" or run.external:
+    if run.status != RunStatus.RUNNING or run.external:
         return None
     if run.host is None or run.host == (host or socket.gethostname()):
         folder = run_dir(run, root)
@@ -83,5 +84,5 @@ def settle(runs: Sequence[Run], **how) -> list[Run]:
     settled = []
     for run in runs:
         why = why_dead(run, **how)
-        settled.append(dataclasses.replace(run, status="interrupted", failure_reason=why) if why else run)
+        settled.append(dataclasses.replace(run, status=RunStatus.INTERRUPTED.value, failure_reason=why) if why else run)
     return settled

@@ -2,9 +2,9 @@
 
 One file, `outputs/<run_id>/checkpoint.pt`: adapter weights, optimizer, scheduler, torch RNG (CPU
 and CUDA), how many training batches were consumed and the losses of the interval so far (the
-best interval is re-derived from the registry). Written to a temporary file, fsynced, renamed
-over the old one and the folder fsynced: a run killed at any moment finds the last complete
-checkpoint intact, and a write that fails (disk full, file too large, read-only folder) leaves
+best interval is re-derived from the registry). Written by artifacts.atomic.atomic_write (a
+temporary file, fsynced, renamed over the old one, the folder fsynced): a run killed at any
+moment finds the last complete checkpoint intact, and a write that fails (disk full, file too large, read-only folder) leaves
 the previous one in place and raises WriteError.
 
 `InterruptGuard` makes Ctrl-C during a training step wait for the step's end, so the trainer can
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -24,10 +23,10 @@ from pathlib import Path
 import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-from orchestrator.artifacts.atomic import fsync_dir
+from orchestrator.artifacts.atomic import atomic_write
+from orchestrator.artifacts.run_folder import CHECKPOINT, RunFolder  # noqa: F401 - CHECKPOINT re-exported
 from orchestrator.errors import WriteError, os_reason
 
-CHECKPOINT = "checkpoint.pt"
 log = logging.getLogger(__name__)
 
 
@@ -45,31 +44,22 @@ def save(run_dir: Path, *, step: int, model, optimizer, scheduler, batches_consu
              "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
              "batches_consumed": batches_consumed, "interval_losses": [float(x) for x in interval_losses]}
-    dest, tmp = run_dir / CHECKPOINT, run_dir / (CHECKPOINT + ".tmp")
+    dest = RunFolder.at(run_dir).checkpoint
     try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if not isinstance(exc, Exception):
-            raise  # KeyboardInterrupt, SystemExit: not a write failure
+        atomic_write(dest, lambda fh: torch.save(state, fh))
+    except Exception as exc:  # KeyboardInterrupt, SystemExit: not a write failure, they propagate
         previous = "the previous checkpoint is intact" if dest.exists() else "there is no earlier checkpoint"
         raise WriteError(f"cannot write the checkpoint of step {step} ({os_reason(exc)}); {previous}",
                          where=str(dest),
                          fix="free disk space or make the output folder writable, then run the command again") from exc
-    fsync_dir(run_dir)
 
 
 def exists(run_dir: Path) -> bool:
-    return (run_dir / CHECKPOINT).exists()
+    return RunFolder.at(run_dir).checkpoint.exists()
 
 
 def load(run_dir: Path, *, model, optimizer, scheduler) -> Resumed:
-    state = torch.load(run_dir / CHECKPOINT, weights_only=False)
+    state = torch.load(RunFolder.at(run_dir).checkpoint, weights_only=False)
     set_peft_model_state_dict(model, state["adapter"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

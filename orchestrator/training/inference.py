@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from orchestrator.training import modeling
 from orchestrator.data.audio import audio_info
-from orchestrator.data.audio_cache import cache_dir
+from orchestrator.artifacts.run_folder import ADAPTER_CONFIG, BEST_ADAPTER, CONFIG as RUN_CONFIG, RunFolder
 from orchestrator.data.batching import AudioBank
 from orchestrator.errors import OrchestratorError
 from orchestrator.training.evaluate import EvalResult, decode, evaluate
@@ -31,9 +31,6 @@ from orchestrator.data.manifest import Utterance, load_splits
 from orchestrator.config.schema import DataConf, EvalConf, ModelConf
 
 log = logging.getLogger(__name__)
-
-ADAPTER_CONFIG = "adapter_config.json"
-RUN_CONFIG = "config.yaml"  # in the run folder, the adapter folder's parent
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,7 @@ def run_settings(adapter_dir: Path) -> tuple[ModelConf, DataConf, EvalConf, Path
 
     From `<run>/config.yaml` when present, else the base model named in adapter_config.json
     with the schema defaults for everything else."""
-    run_config = adapter_dir.parent / RUN_CONFIG
+    run_config = RunFolder.of_adapter(adapter_dir).config
     if run_config.is_file():
         cfg = OmegaConf.to_container(OmegaConf.load(run_config), resolve=True)
         return _section(ModelConf, cfg.get("model")), _section(DataConf, cfg.get("data")), \
@@ -88,7 +85,7 @@ def load_adapter(adapter_dir: str | os.PathLike[str], *, model_id: str | None = 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / ADAPTER_CONFIG).is_file():
         raise OrchestratorError(f"not an adapter folder (no {ADAPTER_CONFIG})", where=str(adapter_dir),
-                                fix="point --adapter at a run's adapter, e.g. outputs/<run>/lora_adapter_best")
+                                fix=f"point --adapter at a run's adapter, e.g. outputs/<run>/{BEST_ADAPTER}")
     model, data, eval_conf, run_config = run_settings(adapter_dir)
     if model_id is not None:  # another base model: nothing to build, no revision of the old id
         model = dataclasses.replace(model, name=Path(model_id).name, id=model_id, revision=None, build=None)
@@ -96,7 +93,7 @@ def load_adapter(adapter_dir: str | os.PathLike[str], *, model_id: str | None = 
     base, processor = modeling.load(model, torch_device)
     peft_model = PeftModel.from_pretrained(base, adapter_dir).to(torch_device).eval()
     # a run's folder is <output_dir>/<run>/, so its adapters share the cache the run trained with
-    audio = None if run_config is None else cache_dir(run_config.parent.parent)
+    audio = None if run_config is None else RunFolder.of_adapter(adapter_dir).audio_cache
     return Loaded(peft_model, processor, model, data, eval_conf, torch_device, adapter_dir, run_config, audio)
 
 

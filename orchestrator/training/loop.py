@@ -21,17 +21,18 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
-from transformers import get_linear_schedule_with_warmup
+from orchestrator.training.optim import build_optimizer, build_scheduler
 
 from orchestrator.training import adapter as adapters
 from orchestrator.training import checkpoint, modeling, targets
 from orchestrator.registry import liveness
 from orchestrator.artifacts.atomic import check_output_dir, save_adapter, write_text_atomic
-from orchestrator.data.audio_cache import cache_dir
+from orchestrator.artifacts.run_folder import BEST_ADAPTER, LAST_ADAPTER, RunFolder
 from orchestrator.data.batching import AudioBank, model_inputs, training_stream
 from orchestrator.errors import OrchestratorError
 from orchestrator.training.evaluate import EvalResult, evaluate
-from orchestrator.data.manifest import Filtered, load_splits as read_splits, overlap
+from orchestrator.data.manifest import TRAINING_SPLITS, Filtered, load_splits as read_splits, overlap
+from orchestrator.data.manifest_compare import orthography, orthography_differences, shared_speakers
 from orchestrator.registry import Interval, RunStatus, Store
 from orchestrator.config.spec import RunSpec
 from orchestrator.selection import select_best
@@ -74,7 +75,26 @@ def load_splits(spec: RunSpec) -> Splits:
                         "share a transcript with it; their WER flatters the model (fix: rebuild it with "
                         "`orchestrator manifest expand --exclude %s`)", spec.manifests[name], name,
                         shared.same_audio, shared.total, shared.same_text, spec.manifests["train"])
+    _compare_with_training(spec, parts)
     return Splits(**parts)
+
+
+def _compare_with_training(spec: RunSpec, parts: dict[str, Filtered]) -> None:
+    """Warn of speakers an evaluation manifest shares with the training manifest (refused by
+    read_splits with data.speaker_overlap=refuse) and of transcripts written another way; see
+    data/manifest_compare.py for the rules."""
+    train = parts["train"].kept
+    written = orthography(train)
+    for name, path in spec.manifests.items():
+        if name in TRAINING_SPLITS:
+            continue
+        shared = shared_speakers(train, parts[name].kept)
+        if shared:
+            log.warning("%s (%s): %s; its WER measures adaptation to known speakers (fix: split the manifests by "
+                        "speaker; data.speaker_overlap=refuse makes this an error)", path, name, shared.describe())
+        for difference in orthography_differences(written, orthography(parts[name].kept)):
+            log.warning("%s (%s): orthography differs from the training manifest: %s (fix: write both the same "
+                        "way)", path, name, difference)
 
 
 def git_commit() -> str | None:
@@ -89,7 +109,7 @@ def git_commit() -> str | None:
 @contextlib.contextmanager
 def run_lock(run_dir: Path):
     """Held for a run's whole life: a run whose lock is free has no live process (same host)."""
-    with open(run_dir / liveness.LOCK_FILE, "a") as fh:
+    with open(RunFolder.at(run_dir).lock, "a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -109,11 +129,12 @@ def previous_run(spec: RunSpec, store: Store):
     if not runs or spec.rerun:
         return None
     last = runs[-1]
-    run_dir = Path(spec.output_dir) / last.id
-    if last.status == "running" and is_alive(run_dir):
+    run_dir = RunFolder(spec.output_dir, last.id).path
+    if last.status == RunStatus.RUNNING and is_alive(run_dir):
         raise OrchestratorError(f"an identical run ({last.id}) is running now", where=str(run_dir),
                                 fix="wait for it, or pass rerun=true to start another one")
-    if last.status == "completed" or (last.status in ("interrupted", "running") and run_dir.exists()):
+    if last.status == RunStatus.COMPLETED or (last.status in (RunStatus.INTERRUPTED, RunStatus.RUNNING)
+                                              and run_dir.exists()):
         return last
     return None
 
@@ -133,7 +154,7 @@ def run(spec: RunSpec, store: Store, *, progress: bool = True, sweep_id: str | N
     `on_interval`: see IntervalHook (a tune study prunes its trials through it)."""
     check_output_dir(spec.output_dir)
     previous = resume if resume is not None else previous_run(spec, store)
-    if previous is not None and previous.status == "completed":
+    if previous is not None and previous.status == RunStatus.COMPLETED:
         log.info("skipped: identical to run %s, which completed (rerun=true runs it again)", previous.id)
         return previous.id
     splits = load_splits(spec)
@@ -160,11 +181,12 @@ def run(spec: RunSpec, store: Store, *, progress: bool = True, sweep_id: str | N
 
 def _run_in(spec: RunSpec, store: Store, run_id: str, peft_model, processor, splits: Splits,
             device: torch.device, progress: bool, on_interval: IntervalHook | None = None) -> str:
-    run_dir = Path(spec.output_dir) / run_id
+    folder = RunFolder(spec.output_dir, run_id)
+    run_dir = folder.path
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(run_dir), logging_redirect_tqdm():
-            write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(spec.config)))
+            write_text_atomic(folder.config, OmegaConf.to_yaml(OmegaConf.create(spec.config)))
             stop_reason = _train(spec, store, run_id, run_dir, peft_model, processor, splits, device, progress,
                                  on_interval)
             if stop_reason is None:  # a pruned run is not a candidate: its best adapter is not re-checked
@@ -196,12 +218,12 @@ def _checkpoint_on_interrupt(run_dir: Path, step: int, saved: bool, **state) -> 
 
 
 def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path) -> None:
-    """Reload `lora_adapter_best` from disk as `orchestrator eval` does and compare its WERs with
-    the registry's (recorded as the `parity` check that criterion 7 reads)."""
+    """Reload `lora_adapter_best` (BEST_ADAPTER) from disk as `orchestrator eval` does and compare its
+    WERs with the registry's (recorded as the `parity` check that criterion 7 reads)."""
     from orchestrator.training import inference
 
     run = store.get_run(run_id)
-    best = next(a for a in run.artifacts if a.kind == "lora_adapter_best")
+    best = run.artifact(BEST_ADAPTER)
     interval = next(i for i in run.intervals if i.step == best.step)
     loaded = inference.load_adapter(Path(best.path), device=spec.device)
     # WERs only: parity does not compare the loss, so it skips that decoder pass
@@ -211,7 +233,7 @@ def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path) -> Non
     store.add_check(run_id, "parity", passed, {
         "step": best.step, "sha256": best.sha256, "domain_wer": domain.wer, "heldout_wer": heldout.wer,
         "registry_domain_wer": interval.domain_wer, "registry_heldout_wer": interval.heldout_wer})
-    log.info("parity of lora_adapter_best (step %d): %s", best.step, "reproduced" if passed else "MISMATCH")
+    log.info("parity of %s (step %d): %s", BEST_ADAPTER, best.step, "reproduced" if passed else "MISMATCH")
 
 
 def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, processor, splits: Splits,
@@ -220,10 +242,10 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
     o = spec.optim
     known = {path: digest for part in (splits.train, splits.domain, splits.heldout, splits.replay)
              if part is not None for path, digest in part.sha256.items()}  # hashed by load_split already
-    bank = AudioBank(spec.data, cache_dir=cache_dir(spec.output_dir), digests=known)
+    bank = AudioBank(spec.data, cache_dir=RunFolder(spec.output_dir, run_id).audio_cache, digests=known)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, spec.warmup_steps, o.steps)
+    optimizer = build_optimizer(params, o)
+    scheduler = build_scheduler(optimizer, spec)
     eval_steps = set(spec.eval_steps)
     start, consumed, resumed_losses = 0, 0, ()
     if checkpoint.exists(run_dir):  # resuming: continue exactly where the last checkpoint left off
@@ -256,8 +278,9 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
         # lora_adapter_best: lowest domain WER among trained intervals inside the heldout guard
         pick = select_best(intervals, spec.criteria.max_heldout_regression)
         if pick is not None and pick.interval.step == step:
-            digest = save_adapter(model, run_dir / "lora_adapter_best")
-            store.add_artifact(run_id, kind="lora_adapter_best", path=str(run_dir / "lora_adapter_best"),
+            best = RunFolder.at(run_dir).best_adapter
+            digest = save_adapter(model, best)
+            store.add_artifact(run_id, kind=BEST_ADAPTER, path=str(best),
                                sha256=digest, step=step)
         checkpoint.save(run_dir, step=step, model=model, optimizer=optimizer, scheduler=scheduler,
                         batches_consumed=consumed)
@@ -304,7 +327,8 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
                                      scheduler=scheduler, batches_consumed=consumed, interval_losses=losses)
         if stop_reason is not None:
             break
-    digest = save_adapter(model, run_dir / "lora_adapter_last")
-    store.add_artifact(run_id, kind="lora_adapter_last", path=str(run_dir / "lora_adapter_last"),
+    last = RunFolder.at(run_dir).last_adapter
+    digest = save_adapter(model, last)
+    store.add_artifact(run_id, kind=LAST_ADAPTER, path=str(last),
                        sha256=digest, step=step)
     return stop_reason

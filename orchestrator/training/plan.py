@@ -30,8 +30,10 @@ def data_counts(spec: RunSpec) -> dict[str, Any]:
 def make_plan(overrides: list[str]) -> dict[str, Any]:
     from orchestrator.training import modeling, targets
     from orchestrator.training.adapter import attach, trainable_by_component
+    from orchestrator.training.optim import check_buildable
 
     spec = spec_from_overrides(overrides)
+    built = check_buildable(spec.optim)  # both `_target_`s import and take their arguments
     skeleton = modeling.load_skeleton(spec.model)
     total_params = sum(p.numel() for p in skeleton.parameters())
     resolution = targets.resolve(skeleton, spec.targets)
@@ -52,14 +54,15 @@ def make_plan(overrides: list[str]) -> dict[str, Any]:
         "model": {"name": spec.model.name, "id": spec.model.id, "params": total_params},
         "adapter": {"kind": a.kind, "r": a.r, "alpha": a.alpha, "dropout": a.dropout},
         "optim": {"lr": spec.optim.lr, "steps": spec.optim.steps, "batch_size": spec.optim.batch_size,
-                  "grad_accum": spec.optim.grad_accum},
+                  "grad_accum": spec.optim.grad_accum, **built},
         "targets": {"spec": spec.targets.name, "summary": resolution.summary(), "total": len(resolution.modules),
                     "by_component": by_component,
                     "skipped": [m.name for m in resolution.skipped],
                     "empty_components": list(resolution.empty_components)},
         "trainable_params": n_trainable,
         "trainable_percent": round(100 * n_trainable / (total_params + n_trainable), 4),
-        "schedule": {"steps": spec.optim.steps, "warmup_steps": spec.warmup_steps, "decay": "linear",
+        "schedule": {"steps": spec.optim.steps, "warmup_steps": spec.warmup_steps,
+                     "scheduler": built["scheduler"],
                      "eval_points": spec.eval_steps},
         "data": data_counts(spec),
         "warnings": warnings,
@@ -74,8 +77,8 @@ def render_plan(plan: dict[str, Any]) -> str:
              f"model       {m['name']} = {m['id']}  ({m['params']:,} parameters)",
              f"adapter     {plan['adapter']['kind']} r={plan['adapter']['r']} alpha={plan['adapter']['alpha']}",
              f"optim       lr={plan['optim']['lr']:g} steps={plan['optim']['steps']} batch={plan['optim']['batch_size']}"
-             f" x{plan['optim']['grad_accum']}",
-             f"schedule    {s['warmup_steps']} warmup steps, linear decay; eval at {len(s['eval_points'])} points "
+             f" x{plan['optim']['grad_accum']}  {plan['optim']['optimizer']}",
+             f"schedule    {s['warmup_steps']} warmup steps, {s['scheduler'].rsplit('.', 1)[-1]}; eval at {len(s['eval_points'])} points "
              f"({', '.join(map(str, s['eval_points'][:6]))}{', ...' if len(s['eval_points']) > 6 else ''})",
              "", f"targets     {t['summary']}  [{t['spec']}]"]
     rows = [(comp, g["count"], ", ".join(g["types"]), f"{g['params']:,}", ", ".join(g["modules"][:2]) + (" ..." if g["count"] > 2 else ""))

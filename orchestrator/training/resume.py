@@ -14,10 +14,9 @@ from omegaconf import OmegaConf
 
 from orchestrator.registry import liveness
 from orchestrator.errors import OrchestratorError
-from orchestrator.registry import Run, Store
+from orchestrator.registry import Run, RunStatus, Store
+from orchestrator.artifacts.run_folder import CONFIG as RUN_CONFIG, RunFolder
 from orchestrator.config.spec import RunSpec, build_spec
-
-RUN_CONFIG = "config.yaml"
 
 
 def select(store: Store, run_ids: Sequence[str] = (), sweep: str | None = None) -> list[Run]:
@@ -31,10 +30,10 @@ def select(store: Store, run_ids: Sequence[str] = (), sweep: str | None = None) 
         if not runs:
             raise OrchestratorError(f"no run belongs to sweep {sweep!r}", where="--sweep",
                                     fix="see the sweep column of `orchestrator runs`")
-        return [run for run in runs if run.status == "interrupted"]
+        return [run for run in runs if run.status == RunStatus.INTERRUPTED]
     runs = liveness.settle([store.get_run(run_id) for run_id in dict.fromkeys(run_ids)])
     for run in runs:
-        if run.status != "interrupted":
+        if run.status != RunStatus.INTERRUPTED:
             raise OrchestratorError(f"run {run.id} is {run.status}, not interrupted", where="resume",
                                     fix=_not_resumable_fix(run))
     return runs
@@ -43,9 +42,9 @@ def select(store: Store, run_ids: Sequence[str] = (), sweep: str | None = None) 
 def _not_resumable_fix(run: Run) -> str:
     if run.external:
         return "external runs (orchestrator record) have nothing to resume"
-    if run.status == "running":
+    if run.status == RunStatus.RUNNING:
         return "it is training now; wait for it or stop its process first"
-    if run.status == "completed":
+    if run.status == RunStatus.COMPLETED:
         return "nothing to do; `python -m orchestrator ... --rerun` trains it again"
     return "start it again with `python -m orchestrator ... --rerun` (its config is in the run folder)"
 
@@ -56,7 +55,7 @@ def spec_for(run: Run, registry_url: str, root: Path | None = None) -> RunSpec:
     from orchestrator.config.schema import RunConf
 
     folder = liveness.run_dir(run, root)
-    path = folder / RUN_CONFIG if folder is not None else None
+    path = RunFolder.at(folder).config if folder is not None else None
     if path is None or not path.is_file():
         raise OrchestratorError(f"no {RUN_CONFIG} for run {run.id}", where=str(path or run.id),
                                 fix="run `orchestrator resume` from the folder the run started in "
@@ -79,7 +78,7 @@ def resume(store: Store, runs: Sequence[Run], *, registry_url: str, progress: bo
     specs = [spec_for(run, registry_url) for run in runs]
     done = []
     for run, spec in zip(runs, specs):
-        if train.is_alive(Path(spec.output_dir) / run.id):
+        if train.is_alive(RunFolder(spec.output_dir, run.id).path):
             raise OrchestratorError(f"run {run.id} was picked up by another process", where="resume",
                                     fix="nothing to do for it; resume the others by id")
         done.append(train.run(spec, store, progress=progress, sweep_id=run.sweep_id, resume=run))

@@ -39,12 +39,13 @@ def prepare(overrides: list[str], *, check_space: bool = True) -> tuple[Campaign
                           fix="orchestrator tune +exp=NAME tune.budget_runs=8")
     try:
         spec = compose_spec(run_overrides)
-    except ConfigError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Hydra's composition errors: the CLI's one-line form
-        from orchestrator.cli import hydra_error_line
+    except Exception as exc:
+        from orchestrator.config.compose import config_error
 
-        raise ConfigError(hydra_error_line(exc)) from None
+        error = config_error(exc, run_overrides)  # Hydra's composition errors, as one line naming the key
+        if error is None:
+            raise
+        raise error from None
     exp = next(o.split("=", 1)[1] for o in run_overrides if o.lstrip("+~").startswith("exp="))
     conf = tune_settings.load_settings(choice, exp, dotlist)
     if check_space:
@@ -56,17 +57,6 @@ def prepare(overrides: list[str], *, check_space: bool = True) -> tuple[Campaign
                         run_overrides=tuple(run_overrides), guard=spec.criteria.max_heldout_regression,
                         output_dir=spec.output_dir)
     return campaign, spec
-
-
-def check_before_training(spec) -> None:
-    """Bad data, an unwritable output folder, an unreachable registry: refused in seconds."""
-    from orchestrator.artifacts.atomic import check_output_dir
-    from orchestrator.data.manifest import load_splits
-    from orchestrator.registry import Store
-
-    load_splits(spec.manifests, spec.data)
-    check_output_dir(spec.output_dir)
-    Store(spec.registry.url).close()
 
 
 def main(argv: list[str]) -> None:
@@ -82,7 +72,9 @@ def main(argv: list[str]) -> None:
         run_worker(campaign, args.worker)
         return
     campaign, spec = prepare(args.overrides)
-    check_before_training(spec)
+    from orchestrator.training.preflight import check_before_torch
+
+    check_before_torch(spec)  # bad data, an unwritable output folder, an unreachable registry: in seconds
     from orchestrator.tuning.study import open_study, recover
 
     study = open_study(campaign.url, campaign.name, campaign.settings, create=True, attrs={

@@ -124,6 +124,9 @@ def check_against(space: Mapping[str, ParamConf], run_overrides: list[str], comp
                 raise ConfigError(f"{line} is not a valid run: {exc.one_line()}", where=f"tune.space.{key}",
                                   fix="correct the entry's key or range in the tune settings") from None
             except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf composition errors
-                text = " ".join(str(exc).split("\n\n")[0].split())
+                from orchestrator.config.compose import config_error
+
+                error = config_error(exc, run_overrides)
+                text = error.one_line() if error is not None else " ".join(str(exc).split("\n\n")[0].split())
                 raise ConfigError(f"{line} does not compose: {text}", where=f"tune.space.{key}",
                                   fix="use an existing key (optim.lr, adapter.r, ...) or group preset") from None

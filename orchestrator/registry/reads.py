@@ -1,0 +1,234 @@
+"""The reading half of the registry's `Store`: its transactions (one managed session, retried
+whole on a transient conflict) and every query. Reads at scale (the report of 10,000 runs x 50
+intervals): set-based queries read as plain rows unpacked by position, only the columns the
+report uses (`list_runs(lean=True)`)."""
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import Connection, Engine, func, select, tuple_
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.errors import RegistryError
+from orchestrator.registry.engine import READ_ONLY, _safe_url, _transient
+from orchestrator.registry.entities import Interval, Run, UtteranceRow
+from orchestrator.registry.models import Base, SqlArtifact, SqlCheck, SqlInterval, SqlRun, SqlUtteranceResult
+from orchestrator.registry.rows import (ARTIFACT_COLUMNS, CHECK_COLUMNS, JUDGED_FIELDS, _RUN_ID, _STARTED_AT,
+                                        _check_split, _full_intervals, _judged_intervals, _orm_run, _run_columns,
+                                        _to_run, _to_utterance)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+RETRIES = 8  # attempts of one transaction on a transient conflict (backoff 0.05 s doubling, <= 2 s)
+INTERVALS_PER_FETCH = 20_000  # interval rows fetched at a time by list_runs
+UTTERANCE_KEYS_PER_QUERY = 2000  # (run, step) pairs per IN: 4,000 bound values, under SQLite's limit
+T = TypeVar("T")
+
+
+class StoreReads:
+    """Transactions and queries over an open engine; `Store` adds opening and the writes."""
+
+    url: str
+    _engine: Engine
+    _sessions: sessionmaker
+
+    @contextmanager
+    def _session(self, *, read_only: bool = False) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises.
+        `read_only`: one that reads a single snapshot, so its queries agree with each other: on
+        SQLite a plain (deferred) BEGIN, which in WAL mode reads one snapshot and never waits
+        for writers; on PostgreSQL REPEATABLE READ (which fails no transaction that only reads)."""
+        session = self._sessions()
+        try:
+            if read_only:
+                options: dict[str, Any] = {READ_ONLY: True}
+                if self._engine.dialect.name == "postgresql":
+                    options["isolation_level"] = "REPEATABLE READ"
+                session.connection(execution_options=options)
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def _transact(self, work: Callable[[Session], T], *, read_only: bool = False) -> T:
+        """Run `work` in one transaction; on a transient conflict roll back and run it again
+        (whole, so it must only touch the database), up to RETRIES times with jittered backoff."""
+        for attempt in range(1, RETRIES + 1):
+            try:
+                with self._session(read_only=read_only) as session:
+                    return work(session)
+            except OperationalError as exc:
+                if attempt == RETRIES or not _transient(exc):
+                    raise
+                time.sleep(min(2.0, 0.05 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")
+
+    def utterances(self, run_id: str, step: int, split: str) -> list[UtteranceRow]:
+        """The per-utterance results of `split` at `step`, in manifest order ([] if none)."""
+        _check_split(split)
+        query = (
+            select(SqlUtteranceResult)
+            .where(SqlUtteranceResult.run_id == run_id, SqlUtteranceResult.step == step,
+                   SqlUtteranceResult.split == split)
+            .order_by(SqlUtteranceResult.idx)
+        )
+        return self._transact(lambda session: [_to_utterance(row) for row in session.scalars(query)],
+                              read_only=True)
+
+    def utterance_errors(self, run_id: str, step: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(errors, reference words) per utterance of `split` at `step`, in manifest order, as
+        int64 arrays (both empty if nothing was stored): the input of the paired bootstrap."""
+        _check_split(split)
+        query = (
+            select(SqlUtteranceResult.errors, SqlUtteranceResult.ref_words)
+            .where(SqlUtteranceResult.run_id == run_id, SqlUtteranceResult.step == step,
+                   SqlUtteranceResult.split == split)
+            .order_by(SqlUtteranceResult.idx)
+        )
+        pairs = self._transact(lambda session: session.execute(query).all(), read_only=True)
+        import numpy as np  # here, not at the top: a report of runs without utterances needs none
+
+        table = np.array(pairs, dtype=np.int64).reshape(len(pairs), 2)
+        return table[:, 0].copy(), table[:, 1].copy()
+
+    def utterance_errors_many(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]]:
+        """`utterance_errors` for many (run_id, step) at once, every split, in a few set-based
+        queries (chunks of UTTERANCE_KEYS_PER_QUERY keys): {(run_id, step, split): (errors,
+        ref_words)}; keys without stored utterances are absent. A registry without any
+        per-utterance result (only external runs, say) answers after one tiny query."""
+        any_stored = select(SqlUtteranceResult.run_id).limit(1)
+        if self._transact(lambda session: session.scalar(any_stored), read_only=True) is None:
+            return {}
+        keys = sorted(set(keys))
+        columns = (SqlUtteranceResult.run_id, SqlUtteranceResult.step, SqlUtteranceResult.split,
+                   SqlUtteranceResult.errors, SqlUtteranceResult.ref_words)
+        rows: list[Any] = []
+        for start in range(0, len(keys), UTTERANCE_KEYS_PER_QUERY):
+            chunk = keys[start:start + UTTERANCE_KEYS_PER_QUERY]
+            query = (select(*columns)
+                     .where(tuple_(SqlUtteranceResult.run_id, SqlUtteranceResult.step).in_(chunk))
+                     .order_by(SqlUtteranceResult.run_id, SqlUtteranceResult.step, SqlUtteranceResult.split,
+                               SqlUtteranceResult.idx))
+            rows += self._transact(lambda session: session.execute(query).all(), read_only=True)
+        import numpy as np  # here, not at the top: a report of runs without utterances needs none
+
+        found: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]] = {}
+        for key, group in itertools.groupby(rows, key=lambda row: (row[0], row[1], row[2])):
+            table = np.array([(row[3], row[4]) for row in group], dtype=np.int64).reshape(-1, 2)
+            found[key] = (table[:, 0].copy(), table[:, 1].copy())
+        return found
+
+    def runs_with_hash(self, config_hash: str) -> list[Run]:
+        """Runs made by this tool (not external) with this identity hash, oldest first."""
+        return self._runs(SqlRun.config_hash == config_hash, SqlRun.external.is_(False))
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with its intervals and artifacts; RegistryError if there is none."""
+        return self._transact(lambda session: _orm_run(self._require(session, run_id)), read_only=True)
+
+    def list_runs(self, *, sweep_id: str | None = None, run_ids: Iterable[str] | None = None,
+                  lean: bool = False) -> list[Run]:
+        """All runs (or those of `sweep_id`, or those in `run_ids`), oldest first, with their
+        intervals, artifacts and checks (not the per-utterance results: read those with
+        `utterance_errors` / `utterances`).
+
+        `lean=True` reads what the report judges and shows, no more: of each interval only
+        JUDGED_FIELDS (its other fields are None), of each run neither `targets` nor
+        `data_stats` (empty), and `config` only for a run in a sweep or still `running` (the
+        sweep tables compare configs, liveness reads `output_dir`; other runs' is empty). At
+        10,000 runs x 50 intervals: 4 of 9 interval columns, no interval timestamp to convert,
+        and a fraction of the JSON to parse."""
+        where = []
+        if sweep_id is not None:
+            where.append(SqlRun.sweep_id == sweep_id)
+        if run_ids is not None:
+            where.append(SqlRun.id.in_(list(run_ids)))
+        return self._runs(*where, lean=lean)
+
+    def _runs(self, *where: Any, lean: bool = False) -> list[Run]:
+        """The runs matching `where`, oldest first, in four set-based queries read as plain rows
+        and unpacked by position (no ORM objects, no lookup by column name): the runs with how
+        many intervals each has, then their intervals, artifacts and checks."""
+        chosen = select(SqlRun.id).where(*where)
+
+        def children(connection: Connection, model: type[Base], names: Sequence[str]) -> dict[str, list[Any]]:
+            table = model.__table__
+            query = select(table.c.run_id, *(table.c[name] for name in names)).order_by(table.c.run_id, table.c[names[0]])
+            if where:
+                query = query.where(table.c.run_id.in_(chosen))
+            rows = connection.execute(query).all()
+            return {run_id: [row[1:] for row in group] for run_id, group in itertools.groupby(rows, key=_RUN_ID)}
+
+        def intervals(connection: Connection, counts: Sequence[int]) -> list[tuple[Interval, ...]]:
+            """The intervals of each run, in the order of run ids, `counts` of them: their rows
+            in (run id, step) order, cut by the counts. Read in the transaction's one snapshot
+            (see _session), rows and counts agree; rows without their run id are 500,000 strings
+            fewer for the report."""
+            table = SqlInterval.__table__
+            query = select(*(table.c[name] for name in (JUDGED_FIELDS if lean else Interval._fields)))
+            query = query.where(table.c.run_id.in_(chosen)).order_by(table.c.run_id, table.c.step)
+            build = _judged_intervals if lean else _full_intervals
+            found: list[Interval] = []
+            # by partitions (fetchmany): a few MiB of rows at a time, where one fetchall of 500,000
+            # would hold 150 MiB (and page-fault it in); iterating the result fetches row by row
+            for part in connection.execute(query).partitions(INTERVALS_PER_FETCH):
+                found += build(part)
+            if len(found) != sum(counts):  # not one snapshot after all: never cut rows wrongly
+                raise RegistryError("the registry's intervals changed while they were read",
+                                    where=_safe_url(self.url), fix="run the command again")
+            every, cut = tuple(found), [0, *itertools.accumulate(counts)]  # a tuple's slices are tuples
+            return [every[start:stop] for start, stop in zip(cut, cut[1:])]
+
+        def load(session: Session) -> list[Run]:
+            connection = session.connection()  # Core results: the session's ORM result layer adds nothing here
+            table = SqlRun.__table__
+            count = select(func.count()).where(SqlInterval.run_id == table.c.id).scalar_subquery()
+            rows = connection.execute(select(count, *_run_columns(lean)).where(*where).order_by(table.c.id)).all()
+            by_run = intervals(connection, [row[0] for row in rows])  # by run id, as `rows`
+            artifacts = children(connection, SqlArtifact, ARTIFACT_COLUMNS)
+            checks = children(connection, SqlCheck, CHECK_COLUMNS)
+            runs = [_to_run(row[1:], found, artifacts.get(row[1], ()), checks.get(row[1], ()))
+                    for row, found in zip(rows, by_run)]
+            runs.sort(key=_STARTED_AT)  # stable: ties stay by id, as ORDER BY started_at, id
+            return runs
+
+        return self._transact(load, read_only=True)
+
+    def _require(self, session: Session, run_id: str) -> SqlRun:
+        row = session.get(SqlRun, run_id)
+        if row is None:
+            raise RegistryError(
+                f"no run {run_id!r} in the registry",
+                where=_safe_url(self.url),
+                fix="see `orchestrator runs`",
+            )
+        return row
+
+    def orphan_counts(self) -> dict[str, int]:
+        """Rows whose parent row is missing, by table: intervals, artifacts and checks without
+        their run, utterance results without their interval. Foreign keys make these impossible
+        in a database this code wrote; a copy edited by hand or with foreign keys off can hold them."""
+        from sqlalchemy import and_, exists
+
+        def count(session: Session) -> dict[str, int]:
+            out = {}
+            for name, model in (("intervals", SqlInterval), ("artifacts", SqlArtifact), ("checks", SqlCheck)):
+                orphan = ~exists().where(SqlRun.id == model.run_id)
+                out[name] = session.scalar(select(func.count()).select_from(model).where(orphan))
+            parent = exists().where(and_(SqlInterval.run_id == SqlUtteranceResult.run_id,
+                                         SqlInterval.step == SqlUtteranceResult.step))
+            out["utterance_results"] = session.scalar(
+                select(func.count()).select_from(SqlUtteranceResult).where(~parent))
+            return out
+
+        return self._transact(count, read_only=True)
