@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.common import CACHE, Result, machine
 
-BENCHES = ("cold_start", "report_scale", "evaluation", "train_step", "gpu")
+BENCHES = ("cold_start", "report_scale", "evaluation", "train_step", "tune_vs_grid", "gpu")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -41,6 +41,10 @@ def run(name: str, quick: bool) -> list[Result]:
             steps, rounds = train_step.QUICK[key] if quick else (setting.steps, setting.rounds)
             out += train_step.measure(setting, steps=steps, rounds=rounds)
         return out
+    if name == "tune_vs_grid":
+        from bench import tune_vs_grid
+
+        return tune_vs_grid.measure()  # tiny_random: about 2 min (its compute is counted, not timed)
     from bench import gpu
 
     return gpu.measure(n=48 if quick else 500)

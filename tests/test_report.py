@@ -17,7 +17,7 @@ from factories import reported as interval
 from orchestrator.errors import OrchestratorError
 from orchestrator.registry import Store
 from orchestrator.config.paths import declared_experiments
-from orchestrator.report import (collect, interval_tables, run_matrix, sweep_sections, update_experiments_md, verdict_sections)
+from orchestrator.report import (BLOCKS, collect, interval_tables, run_matrix, sweep_sections, update_experiments_md, verdict_sections)
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADERS = ["Run ID", "Experiment", "Model", "Steps", "LR", "Adapter", "Target Modules", "Status", "Run state",
@@ -88,7 +88,7 @@ def test_user_text_cannot_break_tables_or_inject_html(tmp_path: Path) -> None:
     update_experiments_md(path, [run, other], experiments=[NASTY, "exp_planned"])
     text = path.read_text()
     assert "<script>" not in text and "&lt;script&gt;" in text
-    assert text.count("<!--") == 8  # BEGIN/END of the four blocks, nothing injected
+    assert text.count("<!--") == 2 * len(BLOCKS)  # BEGIN/END of each block, nothing injected
     assert "xychart-beta" in text  # the sweep's chart, its title stripped to safe characters
     for table in re.split(r"\n(?!\|)", text):  # each table: consecutive lines starting with "|"
         widths = {len(cells(line)) for line in table.splitlines() if line.startswith("|")}
@@ -116,6 +116,7 @@ EXPERIMENTS = (
     "<!-- BEGIN GENERATED: intervals -->\n<!-- END GENERATED: intervals -->\n"
     "<!-- BEGIN GENERATED: verdicts --><!-- END GENERATED: verdicts -->"
     "<!-- BEGIN GENERATED: sweeps --><!-- END GENERATED: sweeps -->"
+    "<!-- BEGIN GENERATED: tune --><!-- END GENERATED: tune -->"
     "Trailing notes without a final newline"
 )
 
@@ -289,17 +290,17 @@ def test_report_imports_no_torch_and_no_training_code() -> None:
     code = (
         "import json, sys, orchestrator.report\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('torch', 'transformers', 'peft', 'hydra', 'orchestrator'))))"
+        "('torch', 'transformers', 'peft', 'hydra', 'optuna', 'orchestrator'))))"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-c", code]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     loaded = json.loads(done.stdout)
-    assert not [m for m in loaded if m.split(".")[0] in ("torch", "transformers", "peft", "hydra")]
+    assert not [m for m in loaded if m.split(".")[0] in ("torch", "transformers", "peft", "hydra", "optuna")]
     ours = {m.split(".")[1] for m in loaded if m.startswith("orchestrator.")}
     assert ours <= {"errors", "registry", "report", "acceptance", "artifacts", "config", "selection"}
-    assert not ours & {"training", "data", "commands"}
+    assert not ours & {"training", "data", "commands", "tuning"}
 
 
 def test_a_lone_sweep_point_is_no_sweep_and_a_running_run_is_pending() -> None:

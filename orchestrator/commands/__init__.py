@@ -24,6 +24,7 @@ COMMANDS = [
     "export",
     "export_mlflow",
     "export_tensorboard",
+    "tune",
 ]
 
 DEFAULT_REGISTRY = "sqlite:///registry.db"

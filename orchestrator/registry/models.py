@@ -136,3 +136,13 @@ class SqlCheck(Base):
     passed: Mapped[bool]
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def is_registry_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """alembic's `include_object`: only the registry's own tables. A database may also hold the
+    tables of an Optuna study (`orchestrator tune` keeps its study there), which autogenerate
+    would otherwise report as tables to drop."""
+    if type_ == "table":
+        return name in Base.metadata.tables
+    table = getattr(obj, "table", None)
+    return table is None or table.name in Base.metadata.tables

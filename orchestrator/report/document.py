@@ -15,6 +15,7 @@ from orchestrator.report.blocks import INTERVAL_RUNS, interval_tables, run_matri
 from orchestrator.report import curves
 from orchestrator.report.collect import ReportData, collect
 from orchestrator.report.sweeps import sweep_sections
+from orchestrator.report.tune import tune_sections
 from orchestrator.report.verdicts_md import _verdict_section, verdict_sections
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ BLOCKS: dict[str, tuple[str, Callable[[ReportData], str]]] = {
     "sweeps": ("## Sweeps", sweep_sections),
     "verdicts": ("## Verdicts", verdict_sections),
     "intervals": ("## Intervals", interval_tables),
+    "tune": ("## Tune campaigns", tune_sections),
 }
 
 

@@ -14,6 +14,7 @@ from orchestrator.acceptance.verdicts import matrix_status
 from orchestrator.registry import Run
 from orchestrator.report.collect import ReportData
 from orchestrator.report.markdown import MISSING, _escape, _inline, _lr, _pct, _table
+from orchestrator.report.tune import TUNE_PREFIX
 
 SWEEP_NOTE = (
     "_One section per sweep (`python -m orchestrator -m +exp=... optim.lr=a,b,c`), its runs by "
@@ -31,7 +32,7 @@ def sweep_sections(runs: Sequence[Run] | ReportData) -> str:
     data = runs if isinstance(runs, ReportData) else ReportData(runs)
     sweeps: dict[str, list[Run]] = {}
     for run in data.runs:
-        if run.sweep_id:
+        if run.sweep_id and not run.sweep_id.startswith(TUNE_PREFIX):  # tune studies have their own block
             sweeps.setdefault(run.sweep_id, []).append(run)
     sweeps = {key: members for key, members in sweeps.items() if len(members) > 1}  # one run sweeps nothing
     if not sweeps:

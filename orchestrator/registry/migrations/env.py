@@ -8,14 +8,15 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from orchestrator.registry.models import Base
+from orchestrator.registry.models import Base, is_registry_object
 
 config = context.config
 
 
 def _run(connection: Connection) -> None:
     context.configure(
-        connection=connection, target_metadata=Base.metadata, render_as_batch=True
+        connection=connection, target_metadata=Base.metadata, render_as_batch=True,
+        include_object=is_registry_object,  # not Optuna's tables (a tune study shares the database)
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -27,6 +28,7 @@ if context.is_offline_mode():
         target_metadata=Base.metadata,
         render_as_batch=True,
         literal_binds=True,
+        include_object=is_registry_object,
     )
     with context.begin_transaction():
         context.run_migrations()

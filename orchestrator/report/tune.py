@@ -1,0 +1,210 @@
+"""The `tune` block of EXPERIMENTS.md and the campaign verdict, from the registry alone.
+
+A campaign's trials are the registry runs whose sweep_id is the study's name (it starts with
+`tune-`); each is judged like any run (`verdicts.judge`, through the report's ReportData), so
+the campaign verdict follows the run verdicts, whatever rule they use. No torch, no Optuna.
+
+  MET      the first run, in trial order, whose verdict is PASS: its domain WER change with the
+           bootstrap interval, and its heldout regression.
+  NOT MET  the best feasible run (tuned interval inside the heldout guard, lowest domain WER),
+           which criteria it failed, and what to try next.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from orchestrator.registry.entities import Run
+
+TUNE_PREFIX = "tune-"  # as orchestrator.tuning.study names studies (not imported: that module needs Optuna)
+PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+MISSING = "–"
+
+
+@dataclass(frozen=True)
+class CampaignVerdict:
+    met: bool
+    run: Run | None  # the first PASS, or the best feasible run
+    headline: str
+    details: list[str] = field(default_factory=list)
+
+
+def campaign_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """Tune campaigns by study name, each run list in trial order (start time)."""
+    found: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.sweep_id and run.sweep_id.startswith(TUNE_PREFIX):
+            found.setdefault(run.sweep_id, []).append(run)
+    return {k: sorted(v, key=lambda r: (r.started_at, r.id)) for k, v in found.items()}
+
+
+def compute(run: Run) -> tuple[int, int]:
+    """(train steps, evaluation passes) a run spent: its last evaluated step, and one pass per
+    interval plus the parity re-check of a completed run."""
+    steps = max((i.step for i in run.intervals), default=0)
+    return steps, len(run.intervals) + (1 if run.check("parity") is not None else 0)
+
+
+def campaign_verdict(runs: Sequence[Run], verdict_of: Callable[[Run], object]) -> CampaignVerdict:
+    runs = sorted(runs, key=lambda r: (r.started_at, r.id))
+    if not runs:
+        return CampaignVerdict(False, None, "NOT MET: no run yet", ["start it: orchestrator tune +exp=NAME"])
+    steps = sum(compute(r)[0] for r in runs)
+    passes = sum(compute(r)[1] for r in runs)
+    cost = f"{len(runs)} run(s), {steps} train steps, {passes} evaluation passes"
+    for n, run in enumerate(runs, 1):
+        v = verdict_of(run)
+        if run.status == "completed" and v.overall == PASS:
+            return CampaignVerdict(True, run, f"MET by {run.id} (run {n} of {len(runs)} in trial order; {cost})",
+                                   [_evidence(v)])
+    feasible = [r for r in runs if _tuned(verdict_of(r)) is not None and verdict_of(r).selection.within_guard]
+    if not feasible:
+        lines = ["no run kept the heldout regression within the guard"] + _advice(runs, None, verdict_of)
+        return CampaignVerdict(False, None, f"NOT MET: no feasible run ({cost})", lines)
+    best = min(feasible, key=lambda r: (_tuned(verdict_of(r)).domain_wer, r.started_at))
+    v = verdict_of(best)
+    failed = v.reason if best.status == "completed" else f"{best.status}: {best.stop_reason or best.failure_reason}"
+    lines = [f"best feasible run {best.id}: {_evidence(v)}", f"what failed: {failed}"]
+    return CampaignVerdict(False, best, f"NOT MET ({cost})", lines + _advice(runs, best, verdict_of))
+
+
+def _tuned(verdict):
+    return verdict.selection.interval if verdict.selection is not None else None
+
+
+def _evidence(v) -> str:
+    tuned = _tuned(v)
+    d, h = v.comparisons.get("domain"), v.comparisons.get("heldout")
+    parts = []
+    if d is not None and d.baseline_wer is not None and d.tuned_wer is not None:
+        text = f"domain WER {_pct(d.baseline_wer)} → {_pct(d.tuned_wer)}"
+        if d.delta is not None:
+            text += f" ({d.delta:+.2f} points"
+            if d.ci_low is not None and d.ci_high is not None:
+                text += f", {100 * v.thresholds.confidence:g}% CI {d.ci_low:+.2f} to {d.ci_high:+.2f}"
+            text += ")"
+        parts.append(text)
+    if h is not None and h.delta is not None:
+        parts.append(f"heldout {h.delta:+.2f} points")
+    if tuned is not None:
+        parts.append(f"at step {tuned.step}")
+    return ", ".join(parts) or "no tuned interval"
+
+
+def _advice(runs: Sequence[Run], best: Run | None, verdict_of) -> list[str]:
+    """What to try next, from what stopped the runs."""
+    tips = []
+    guard = sum(1 for r in runs if r.status == "pruned" and (r.stop_reason or "").startswith("heldout guard"))
+    if guard * 2 >= len(runs) or best is None:
+        tips.append("the heldout guard stops most runs: lower the LR range, raise data.replay_fraction, or adapt "
+                    "fewer modules (targets)")
+    if best is not None:
+        names = {c.name for c in verdict_of(best).criteria if c.status != PASS}
+        if "domain_reduction" in names:
+            tips.append("the domain gain is short of the threshold: longer runs (optim.steps) or a higher LR range")
+        if "stability" in names or "convergence" in names:
+            tips.append("runs end before a plateau: more steps, or evaluate more often (eval.interval)")
+        if verdict_of(best).overall == INCONCLUSIVE:
+            tips.append("the bootstrap interval straddles a threshold: more evaluation utterances or steps")
+    tips.append("raise tune.budget_runs and run the same command: the study continues")
+    return ["try: " + t for t in tips]
+
+
+# --- the block --------------------------------------------------------------------------------
+
+def tune_sections(data) -> str:
+    """Per tune campaign: its verdict, a table of its trials in order, and a Mermaid xychart of
+    each trial's tuned domain WER with the best feasible so far. `data`: the report's ReportData."""
+    campaigns = campaign_runs(data.runs)
+    if not campaigns:
+        return "_No tune campaigns recorded yet (`orchestrator tune +exp=NAME tune.budget_runs=N` runs one)._"
+    return "\n\n".join(_section(name, runs, data.verdict) for name, runs in campaigns.items())
+
+
+def _section(name: str, runs: list[Run], verdict_of) -> str:
+    result = campaign_verdict(runs, verdict_of)
+    varied = _varied([r.config for r in runs])
+    lines = [f"### {_esc(name)}", "", f"**{_esc(result.headline)}**", ""]
+    lines += [f"- {_esc(line)}" for line in result.details] + [""]
+    headers = ["#", "Run ID", *[f"`{_esc(k)}`" for k in varied], "State", "Tuned step", "Domain WER",
+               "Heldout Δ pts", "Verdict", "Stopped because"]
+    rows, points, best = [], [], math.inf
+    for n, run in enumerate(runs, 1):
+        v = verdict_of(run)
+        sel = v.selection
+        tuned = sel.interval if sel is not None else None
+        flat = _flat(run.config)
+        verdict = v.overall if run.status == "completed" else MISSING
+        rows.append([str(n), run.id, *[_fmt(flat.get(k)) for k in varied], run.status,
+                     MISSING if tuned is None else str(tuned.step) + ("" if sel.within_guard else " (outside guard)"),
+                     _pct(tuned.domain_wer if tuned else None),
+                     MISSING if sel is None or sel.regression is None else f"{sel.regression:+.2f}",
+                     verdict, run.stop_reason or run.failure_reason or ""])
+        if tuned is not None and tuned.domain_wer is not None:
+            if sel.within_guard:
+                best = min(best, 100 * tuned.domain_wer)
+            points.append((n, 100 * tuned.domain_wer, best))
+    lines.append(_table(headers, rows))
+    if len(points) >= 2:
+        lines += ["", _chart(name, points)]
+    return "\n".join(lines)
+
+
+def _chart(name: str, points: list[tuple[int, float, float]]) -> str:
+    """Mermaid xychart-beta: trials in order on x; bars: tuned domain WER %; line: the best
+    feasible (inside the guard) so far."""
+    values = [p[1] for p in points] + [p[2] for p in points if math.isfinite(p[2])]
+    low, high = max(0, math.floor(min(values)) - 1), math.ceil(max(values)) + 1
+    best = [p[2] if math.isfinite(p[2]) else p[1] for p in points]
+    safe = "".join(c for c in name if c.isalnum() or c in "-_.: ")
+    return "\n".join([
+        "```mermaid", "xychart-beta",
+        f'    title "{safe}: tuned domain WER % by trial (bars), best feasible so far (line)"',
+        f"    x-axis \"trial\" [{', '.join(str(p[0]) for p in points)}]",
+        f'    y-axis "WER %" {low} --> {high}',
+        f"    bar [{', '.join(f'{p[1]:.2f}' for p in points)}]",
+        f"    line [{', '.join(f'{b:.2f}' for b in best)}]",
+        "```"])
+
+
+def _flat(config: Mapping, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in (config or {}).items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _varied(configs: Sequence[Mapping]) -> list[str]:
+    """Config keys whose value differs between a campaign's runs (what the search varied)."""
+    flats = [_flat(c) for c in configs]
+    keys = sorted({k for f in flats for k in f})
+    skip = ("registry.", "output_dir", "device", "rerun", "experiment")
+    return [k for k in keys if not k.startswith(skip) and len({repr(f.get(k)) for f in flats}) > 1][:6]
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(_esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def _pct(fraction: float | None) -> str:
+    return MISSING if fraction is None else f"{100 * fraction:.2f}%"
+
+
+def _esc(text: object) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
