@@ -141,7 +141,9 @@ def test_campaign_stops_at_the_first_pass_and_the_report_shows_it(run_overrides,
     MET after one run; the study and the registry agree; the block is in EXPERIMENTS.md."""
     from conftest import cli
 
-    args = ["tune", *run_overrides, REACHABLE, settings_file(tmp_path, LRS), "tune.budget_runs=3", "tune.study=once"]
+    # 6 steps, an interval every 2: three trained intervals, what the stability criterion needs
+    args = ["tune", *run_overrides, "optim.steps=6", REACHABLE, settings_file(tmp_path, LRS), "tune.budget_runs=3",
+            "tune.study=once"]
     proc = cli(*args, check=True)
     assert "campaign tune-once: MET by" in proc.stdout, proc.stdout
     url = f"sqlite:///{registry_path(run_overrides)}"
