@@ -88,16 +88,25 @@ def _point_status(ok: bool, run: Run) -> tuple[str, str]:
     return INCONCLUSIVE, " (no interval, so at best INCONCLUSIVE)"
 
 
+def _unjudged(name: str, run: Run, c: Comparison, selection: Selection | None, threshold: str, missing: str,
+              note: str = "") -> Verdict | None:
+    """Criterion 1 or 2 before any interval: FAIL on a WER that is not a number (in the split it
+    reads), N/A without a comparison; None when there is something to judge."""
+    bad = not_finite(run, c.split)
+    if bad:
+        return Verdict(name, FAIL, "—", f"{c.split} WER is not a number at step(s) {', '.join(map(str, bad))}",
+                       threshold)
+    if c.delta is None:
+        return Verdict(name, NA, "—", ("no trained interval yet" if selection is None else missing) + note, threshold)
+    return None
+
+
 def domain_reduction(run: Run, c: Comparison, selection: Selection | None, conf: CriteriaConf) -> Verdict:
     thr = conf.min_domain_reduction
     threshold = f"≥ {thr:g} pts"
-    bad = not_finite(run, "domain")
-    if bad:
-        return Verdict("domain_reduction", FAIL, "—", f"domain WER is not a number at step(s) "
-                       f"{', '.join(map(str, bad))}", threshold)
-    if c.delta is None:
-        why = "no trained interval yet" if selection is None else "no baseline (step 0) domain WER"
-        return Verdict("domain_reduction", NA, "—", why, threshold)
+    unjudged = _unjudged("domain_reduction", run, c, selection, threshold, "no baseline (step 0) domain WER")
+    if unjudged is not None:
+        return unjudged
     reduction = -c.delta
     if not c.paired:
         status, why = _point_status(reduction >= thr - EPS, run)
@@ -113,13 +122,10 @@ def domain_reduction(run: Run, c: Comparison, selection: Selection | None, conf:
 def heldout_regression(run: Run, c: Comparison, selection: Selection | None, conf: CriteriaConf) -> Verdict:
     thr = conf.max_heldout_regression
     threshold = f"≤ {thr:g} pts"
-    bad = not_finite(run, "heldout")
-    if bad:
-        return Verdict("heldout_regression", FAIL, "—", f"heldout WER is not a number at step(s) "
-                       f"{', '.join(map(str, bad))}", threshold)
-    if c.delta is None:
-        why = "no trained interval yet" if selection is None else "no baseline or tuned heldout WER"
-        return Verdict("heldout_regression", NA, "—", why + _guard_note(selection, conf), threshold)
+    unjudged = _unjudged("heldout_regression", run, c, selection, threshold, "no baseline or tuned heldout WER",
+                         _guard_note(selection, conf))
+    if unjudged is not None:
+        return unjudged
     if not c.paired:
         status, why = _point_status(c.delta <= thr + EPS, run)
         return Verdict("heldout_regression", status, f"{_pts(c.delta, True)} pts",

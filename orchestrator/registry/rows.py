@@ -135,20 +135,11 @@ _json = functools.lru_cache(maxsize=64)(json.loads)  # shared parses: callers co
 
 
 
+_INTERVAL_VALUES = operator.attrgetter(*Interval._fields[:-1])  # every field but created_at, in order
+
+
 def _to_interval(row: SqlInterval) -> Interval:
-    return Interval(
-        step=row.step,
-        lr=row.lr,
-        train_loss=row.train_loss,
-        eval_loss=row.eval_loss,
-        domain_wer=row.domain_wer,
-        heldout_wer=row.heldout_wer,
-        domain_utts=row.domain_utts,
-        heldout_utts=row.heldout_utts,
-        select_wer=row.select_wer,
-        select_utts=row.select_utts,
-        created_at=_utc(row.created_at),
-    )
+    return Interval(*_INTERVAL_VALUES(row), _utc(row.created_at))
 
 
 def _full_intervals(rows: Iterable[Sequence[Any]]) -> list[Interval]:  # Interval._fields
