@@ -409,7 +409,9 @@ def append_results(results: list[Result], info: dict[str, str], started: datetim
         "",
         "Written by `.venv/bin/python -m bench.upstream` (see its docstring): Moonshine's own trainer in its own "
         "venv and ours through the CLI, one after the other, on the same base model, training utterances, "
-        "targets, rank, LR, batch size, steps and seed, no replay; both models scored by `orchestrator eval`.",
+        "targets, rank and scale, LR and schedule (warm-up, then constant), batch size, steps and seed, no replay, no "
+        "early stopping; both models scored by `orchestrator eval`'s code path, and WER(ours) - WER(theirs) by a "
+        "paired bootstrap over the same utterances.",
         "",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC, {minutes:.1f} min in all",
         *[f"- {k[0].upper() + k[1:]}: {v}" for k, v in info.items()],
