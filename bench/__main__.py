@@ -5,6 +5,8 @@
     .venv/bin/python -m bench --quick         # a smoke test of the scripts: small sizes, no RESULTS.md
 
 Generated inputs (speech, models, the synthetic registry) are cached in bench/.cache/.
+Sections other scripts add to RESULTS.md (`## Against moonshine-voice[lora]`, by `python -m
+bench.upstream`, which needs its own venv) are kept as they are.
 """
 from __future__ import annotations
 
@@ -75,7 +77,17 @@ def write_results(results: list[Result], info: dict[str, str], started: datetime
         *rows,
         "",
     ]
-    RESULTS.write_text("\n".join(lines))
+    RESULTS.write_text("\n".join(lines) + kept_sections())
+
+
+def kept_sections() -> str:
+    """The `## ` sections other scripts keep in RESULTS.md (bench.upstream's), carried over as they
+    are: this script rewrites only the head and its own table."""
+    if not RESULTS.exists():
+        return ""
+    text = RESULTS.read_text()
+    start = text.find("\n## ")
+    return "" if start < 0 else "\n" + text[start + 1:].rstrip("\n") + "\n"
 
 
 def main(argv=None) -> None:

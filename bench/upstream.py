@@ -3,9 +3,13 @@
 Same base model (demo/base/), same training utterances, same domain evaluation manifest, same
 recipe as far as both expose it: LoRA r 8, scale 1 (alpha = r), no dropout, on the decoder's
 self-attention q/k/v only (upstream's default `--sites decoder`; ours `targets.components=[decoder]
-targets.kinds=[self_attn] targets.exclude=[.*o_proj]`), the same LR, batch size, steps, seed, 10%
-linear warm-up, no replay (upstream `--no-replay`; ours `data.replay_manifest=null
-data.replay_fraction=0`), fp32 on the CPU with one torch thread, one after the other.
+targets.kinds=[self_attn] targets.exclude=[.*o_proj]`, i.e. `targets=decoder_self_qkv`), the same LR,
+batch size, steps, seed and schedule (linear warm-up over 10% of the steps, then a constant LR: upstream
+`--warmup`, ours `optim.scheduler._target_=transformers.get_constant_schedule_with_warmup`, as
+conf/optim/upstream.yaml), no early stopping (upstream's evaluation interval = the run, patience
+1000; ours `optim.early_stopping.enabled=false`), no replay (upstream `--no-replay`; ours
+`data.replay_manifest=null data.replay_fraction=0`), fp32 on the CPU with one torch thread, one
+after the other.
 
   upstream  its own venv (default bench/.cache/upstream-venv; never our dependency), created on
             first use: `pip install -c constraints torch==2.13.0 'moonshine-voice[lora]==0.1.5'`
@@ -23,7 +27,10 @@ Domain WER at equal steps: both trained models are scored by the same command, `
 --json` on the full domain evaluation manifest: ours is the run's `lora_adapter_last` (step N);
 upstream's merged `adapted/` checkpoint is loaded with `--model` under a zero adapter (a copy of
 our adapter with every lora_B zeroed: exactly the model it wraps), so audio, text normalisation and
-decoding are the same code for both. Upstream's own `--eval` WER cannot run offline (its Whisper
+decoding are the same code for both (run in this process, with per-utterance errors); "within
+noise" is a paired bootstrap of WER(ours) - WER(theirs) over those utterances
+(acceptance.bootstrap.paired_bootstrap, 10,000 replicates, 95% percentile interval): within noise
+when the interval holds 0. Upstream's own `--eval` WER cannot run offline (its Whisper
 normaliser comes from the hub). Upstream keeps the state of lowest dev loss among steps 0 and N
 (its early-stopping rule; dev = the last --dev-utts utterances of its train manifest, which ours
 does not train on either): the table says which step it kept.
@@ -51,6 +58,7 @@ TORCH_PIN = "torch==2.13.0"  # the local CPU wheel; any looser pin pulls CUDA wh
 BASE_MODEL = ROOT / "demo" / "base"
 WARMUP = 2  # first step intervals left out of the statistics
 TARGET = 1 / 1.3  # ours / theirs step time
+SCHEDULER = "transformers.get_constant_schedule_with_warmup"  # upstream's: warm-up, then constant
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Against moonshine-voice[lora] (`python -m bench.upstream`)"
 THREADS_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
@@ -188,19 +196,17 @@ def intervals(stamps: list[list[float]], cpu: bool) -> list[float]:
     return [b[k] - a[k] for a, b in zip(stamps, stamps[1:])][WARMUP:]
 
 
-def orchestrator_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **THREADS_ENV, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=3600)
-
-
 def eval_wer(adapter: Path, manifest: Path, model: Path | None = None) -> dict:
-    """`orchestrator eval --json`: WER (a fraction) and eval loss, by the runner's own eval path."""
-    done = orchestrator_cli("eval", "--adapter", str(adapter), "--manifest", str(manifest), "--device", "cpu",
-                            "--json", *(["--model", str(model)] if model else []))
-    if done.returncode != 0:
-        sys.exit(f"error: orchestrator eval {adapter} failed: {(done.stderr or done.stdout).strip()[-800:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """WER (a fraction), eval loss and per-utterance errors by `orchestrator eval`'s own code path
+    (inference.load_adapter + evaluate_manifest, in this process, one torch thread): the per-utterance
+    errors are what the paired bootstrap resamples; `orchestrator eval --json` prints only totals."""
+    from orchestrator.training.inference import evaluate_manifest, load_adapter
+
+    result = evaluate_manifest(load_adapter(adapter, model_id=None if model is None else str(model), device="cpu"),
+                               manifest, progress=False)
+    utts = sorted(result.utterances, key=lambda u: (u.audio_filepath, u.reference))
+    return {"wer": result.wer, "eval_loss": result.loss, "files": [u.audio_filepath for u in utts],
+            "errors": [u.errors for u in utts], "words": [u.ref_words for u in utts]}
 
 
 def base_wer(zero: Path, manifest: Path) -> dict:
@@ -210,12 +216,28 @@ def base_wer(zero: Path, manifest: Path) -> dict:
     digest = hashlib.sha256(manifest.read_bytes())
     for name in sorted(p.name for p in BASE_MODEL.iterdir() if p.is_file()):
         digest.update(name.encode() + (BASE_MODEL / name).read_bytes())
-    cached = CACHE / "upstream" / f"base-wer-{digest.hexdigest()[:16]}.json"
+    cached = CACHE / "upstream" / f"base-wer-v2-{digest.hexdigest()[:16]}.json"  # v2: per-utterance errors
     if cached.exists():
         return json.loads(cached.read_text())
     result = eval_wer(zero, manifest, model=BASE_MODEL)
     cached.write_text(json.dumps(result))
     return result
+
+
+def compare(a: dict, b: dict, *, seed: int = 0):
+    """Paired bootstrap of WER(a) - WER(b) in points over the same utterances (acceptance.bootstrap)."""
+    from orchestrator.acceptance.bootstrap import paired_bootstrap
+
+    if a["files"] != b["files"]:
+        sys.exit("error: the two evaluations did not score the same utterances")
+    return paired_bootstrap(b["errors"], b["words"], a["errors"], a["words"], seed=seed)
+
+
+def noise_verdict(boot) -> str:
+    """'within noise' when the 95% interval of ours - theirs holds 0, else which side is better."""
+    if boot.ci_low <= 0 <= boot.ci_high:
+        return "within noise"
+    return "ours better" if boot.ci_high < 0 else "ours worse"
 
 
 def zero_adapter(adapter: Path, dest: Path) -> Path:
@@ -259,11 +281,13 @@ def measure(*, steps: int, batch_size: int, lr: float, seed: int, dev_utts: int,
         f"(upstream's dev slice: the last {dev_utts}); WER on {len(eval_rows)} domain_eval utterances")
 
     ours_args = [
-        "+exp=demo_decoder_only", "experiment=bench_upstream", "targets.name=dec_self_qkv",
-        "targets.components=[decoder]", "targets.kinds=[self_attn]", "targets.exclude=[.*o_proj]",
+        "+exp=demo_decoder_only", "experiment=bench_upstream", "targets=decoder_self_qkv",
         "adapter=lora", "adapter.r=8", "adapter.alpha=8", "adapter.dropout=0.0",
         f"optim.lr={lr}", f"optim.steps={steps}", f"optim.batch_size={batch_size}", "optim.grad_accum=1",
-        "optim.warmup_ratio=0.1", "optim.weight_decay=0.0", "optim.grad_clip=1.0", f"optim.seed={seed}",
+        # upstream's schedule: linear warm-up over --warmup steps, then constant (no decay)
+        f"optim.warmup_ratio={warmup_steps / steps:g}", f"optim.scheduler._target_={SCHEDULER}",
+        "optim.early_stopping.enabled=false",
+        "optim.weight_decay=0.0", "optim.grad_clip=1.0", f"optim.seed={seed}",
         f"data.train_manifest={ours_train}", "data.replay_manifest=null", "data.replay_fraction=0.0",
         f"eval.interval={steps}", f"eval.domain_manifest={tiny}", f"eval.heldout_manifest={tiny}",
         f"output_dir={work / 'ours'}", f"registry.url=sqlite:///{work / 'ours' / 'registry.db'}",
@@ -303,6 +327,9 @@ def measure(*, steps: int, batch_size: int, lr: float, seed: int, dev_utts: int,
     wer_theirs = eval_wer(zero, domain_eval, model=work / "theirs" / "out" / "adapted")
     wer_base = base_wer(zero, domain_eval)
     log(f"   ({time.perf_counter() - started:.0f} s)")
+    boot = compare(wer_ours, wer_theirs)  # ours - theirs, points
+    boot_ours_base, boot_theirs_base = compare(wer_ours, wer_base), compare(wer_theirs, wer_base)
+    verdict = noise_verdict(boot)
 
     cpu = all(r["threads"] == 1 for r in (ours, theirs))
     kind = "CPU" if cpu else "wall"
@@ -326,6 +353,14 @@ def measure(*, steps: int, batch_size: int, lr: float, seed: int, dev_utts: int,
                note=f"`orchestrator eval` on {len(eval_rows)} domain_eval utterances for both (theirs: its merged "
                     f"adapted/ under a zero adapter); base model {100 * wer_base['wer']:.2f}%; {kept_note}; "
                     f"eval loss {wer_ours['eval_loss']:.4f} / {wer_theirs['eval_loss']:.4f}"),
+        Result(f"domain WER at step {steps}, ours - theirs, paired bootstrap ({tag})", boot.delta, None,
+               boot.ci_low, "<= 0", unit="points",
+               note=f"{verdict}: 95% CI [{boot.ci_low:+.2f}, {boot.ci_high:+.2f}] points over the same "
+                    f"{len(eval_rows)} utterances ({boot.replicates:,} replicates, P(ours lower) "
+                    f"{boot.p_improvement:.2f}); Ratio column = the CI's lower end, target: not clearly worse; "
+                    f"vs base: ours {boot_ours_base.delta:+.2f} [{boot_ours_base.ci_low:+.2f}, "
+                    f"{boot_ours_base.ci_high:+.2f}], theirs {boot_theirs_base.delta:+.2f} "
+                    f"[{boot_theirs_base.ci_low:+.2f}, {boot_theirs_base.ci_high:+.2f}]"),
         Result(f"whole run, {steps} steps ({tag}): ours vs moonshine-voice lora", ours["wall"], theirs["wall"],
                ours["wall"] / theirs["wall"], None,
                note="wall s of the subprocess: start, model load, audio caching, both trainers' own evaluations "
@@ -334,7 +369,8 @@ def measure(*, steps: int, batch_size: int, lr: float, seed: int, dev_utts: int,
     table = {"steps": steps, "kind": kind, "ours_step": statistics.mean(o), "theirs_step": statistics.mean(t),
              "ours_step_wall": statistics.mean(o_wall), "theirs_step_wall": statistics.mean(t_wall),
              "ratio": ratio, "wall_ratio": wall_ratio, "wer_ours": wer_ours["wer"], "wer_theirs": wer_theirs["wer"],
-             "wer_base": wer_base["wer"], "kept": kept, "ours_wall": ours["wall"], "theirs_wall": theirs["wall"],
+             "wer_base": wer_base["wer"], "kept": kept, "boot": boot, "verdict": verdict,
+             "boot_ours_base": boot_ours_base, "boot_theirs_base": boot_theirs_base, "ours_wall": ours["wall"], "theirs_wall": theirs["wall"],
              "n_eval": len(eval_rows), "work": str(work), "cmd_ours": ours_args, "cmd_theirs": theirs_args}
     info = {f"upstream {k}": v for k, v in versions.items()}
     return results, info, table
@@ -349,6 +385,8 @@ def print_table(t: dict) -> None:
         (f"domain WER @ {t['steps']} ({t['n_eval']} utts)", f"{100 * t['wer_ours']:.2f}%",
          f"{100 * t['wer_theirs']:.2f}%" + ("" if t["kept"] == t["steps"] else f" (kept step {t['kept']})"),
          f"base {100 * t['wer_base']:.2f}%"),
+        ("WER ours - theirs, 95% CI", f"{t['boot'].delta:+.2f} points",
+         f"[{t['boot'].ci_low:+.2f}, {t['boot'].ci_high:+.2f}]", t["verdict"].upper()),
         ("whole run, wall s", f"{t['ours_wall']:.1f}", f"{t['theirs_wall']:.1f}", f"{t['ours_wall'] / t['theirs_wall']:.3f}"),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -371,7 +409,9 @@ def append_results(results: list[Result], info: dict[str, str], started: datetim
         "",
         "Written by `.venv/bin/python -m bench.upstream` (see its docstring): Moonshine's own trainer in its own "
         "venv and ours through the CLI, one after the other, on the same base model, training utterances, "
-        "targets, rank, LR, batch size, steps and seed, no replay; both models scored by `orchestrator eval`.",
+        "targets, rank and scale, LR and schedule (warm-up, then constant), batch size, steps and seed, no replay, no "
+        "early stopping; both models scored by `orchestrator eval`'s code path, and WER(ours) - WER(theirs) by a "
+        "paired bootstrap over the same utterances.",
         "",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC, {minutes:.1f} min in all",
         *[f"- {k[0].upper() + k[1:]}: {v}" for k, v in info.items()],
@@ -410,6 +450,7 @@ def main(argv=None) -> list[Result]:
     if args.steps < 2 * WARMUP + 2:
         parser.error(f"--steps must be at least {2 * WARMUP + 2}")
 
+    os.environ.update(THREADS_ENV)  # the in-process evaluations too: one thread, no hub
     import torch
 
     torch.set_num_threads(1)
