@@ -233,8 +233,8 @@ def test_two_workers_one_sigkilled_lose_no_trial_and_the_command_continues_the_s
 @pytest.mark.slow  # submitit starts its own interpreter per task
 def test_submitit_local_launcher_runs_the_workers(run_overrides, tmp_path, capsys):
     """The SLURM path (submitit array tasks), on submitit's LocalExecutor: same study, same rules."""
-    cli_main(["tune", *run_overrides, REACHABLE, settings_file(tmp_path, LRS), "tune.budget_runs=2",
-              "tune.launcher=submitit_local", "tune.study=submitit"])
+    cli_main(["tune", *run_overrides, "optim.steps=6", REACHABLE, settings_file(tmp_path, LRS), "tune.budget_runs=2",
+              "tune.launcher=submitit_local", "tune.study=submitit"])  # 3 trained intervals: stability is judged
     assert "campaign tune-submitit: MET by" in capsys.readouterr().out
     trials, runs = agree(f"sqlite:///{registry_path(run_overrides)}", "tune-submitit")
     assert len(runs) == 1 and trials[0].user_attrs["pid"] != os.getpid()  # trained in the task's process
