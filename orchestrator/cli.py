@@ -26,8 +26,14 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
     argv = [a for a in argv if a != "--debug"]
+    if not argv:
+        fail(f"nothing to do (fix: orchestrator +exp=NAME to train, or one of: {', '.join(SUBCOMMANDS)}; "
+             "--help lists them)")
+    if argv in (["--help"], ["-h"]):  # the subcommands first, then the training entry's groups (Hydra's help)
+        print(build_parser().format_help().replace("usage: orchestrator", "usage: orchestrator [run] +exp=NAME "
+                                                   "[overrides] | orchestrator", 1))
     try:
-        if argv and argv[0] in SUBCOMMANDS:
+        if argv[0] in SUBCOMMANDS:
             subcommand(argv)
         else:
             from orchestrator.commands import train
@@ -63,7 +69,10 @@ def exit_on(exc: Exception) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="orchestrator", description="LoRA/DoRA fine-tuning campaigns for Moonshine. Train with "
+        "`orchestrator +exp=NAME [overrides]` (Hydra: its config groups are listed by `orchestrator --help`), "
+        "sweep with -m, or use a subcommand (`orchestrator SUBCOMMAND --help`).")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         load(name).register(sub)

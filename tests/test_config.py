@@ -95,6 +95,9 @@ def test_help_and_cfg_need_no_data(tmp_path):
 
     proc = cli("--help", cwd=tmp_path)
     assert proc.returncode == 0 and "Configuration groups" in proc.stdout
+    assert "export-mlflow" in proc.stdout and "tune" in proc.stdout  # the subcommands are listed first
+    proc = cli(cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: nothing to do (fix: orchestrator +exp=NAME")
     proc = cli("+exp=demo_dora", "--cfg", "job", cwd=tmp_path)
     assert proc.returncode == 0 and "demo_base" in proc.stdout
     proc = cli("-m", "+exp=demo_dora", "optim.lr=1e-4,2e-4", "--cfg", "job", cwd=tmp_path)
