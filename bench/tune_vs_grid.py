@@ -158,8 +158,8 @@ def demo(run_missing: bool = False) -> list[Result]:
                   if r.status == RunStatus.COMPLETED and judge(r, store).overall == "PASS"), None)
     steps_t, passes_t = cost(tune_runs)  # every trial the study started: those in flight at the PASS too
     for run in tune_runs:
-        print(f"tune  {run.id} lr={run.lr:.3g} targets={_targets(run)} status={getattr(run.status, 'value', run.status)}: "
-              f"{compute_line(run)}", flush=True)
+        status = getattr(run.status, "value", run.status)
+        print(f"tune  {run.id} lr={run.lr:.3g} targets={_targets(run)} {status}: {compute_line(run)}", flush=True)
     points, measured = [], 0
     for lr, targets in itertools.product(DEMO_LRS, DEMO_TARGETS):
         grid_spec = compose_spec([f"+exp={DEMO_GRID_EXP}", f"optim.lr={lr!r}", f"targets={targets}"])
