@@ -16,6 +16,7 @@ the criteria as they are, but for the stability spread (criteria.max_stability_r
 evaluation sets are the tests' 8 utterances, where one word is 2 points).
 
     .venv/bin/python -m bench.tune_vs_grid --demo       # the demo itself, from registry.db (issue #15)
+    .venv/bin/python -m bench.tune_vs_grid --demo --count-only   # count only: no training at all
 
 --demo is the embedded demo's setting with its real manifests, criteria and registry
 (`registry.db`, after `bash scripts/demo.sh`): it runs `orchestrator tune +exp=demo_tune` (a study
@@ -141,7 +142,7 @@ DEMO_GRID_EXP = "demo_universal_lora"  # demo_tune's setting; its sweep's runs a
 DEMO_STUDY = "tune-demo_tune"
 
 
-def demo(run_missing: bool = False) -> list[Result]:
+def demo(run_missing: bool = False, continue_tune: bool = True) -> list[Result]:
     """Tune against the grid on the demo itself, counted from registry.db (see the module doc)."""
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.chdir(ROOT)  # the demo's paths are relative: manifests/demo, registry.db, outputs/
@@ -150,7 +151,8 @@ def demo(run_missing: bool = False) -> list[Result]:
     from orchestrator.tuning import campaign
     from orchestrator.tuning.worker import compose_spec
 
-    campaign.main(["+exp=demo_tune"])  # continues the study; one already met trains nothing
+    if continue_tune:
+        campaign.main(["+exp=demo_tune"])  # continues the study; one already met trains nothing
     spec = compose_spec(["+exp=demo_tune"])
     store = Store(spec.registry.url)
     tune_runs = store.list_runs(sweep_id=DEMO_STUDY)
@@ -220,8 +222,10 @@ def main() -> None:
     parser.add_argument("--demo-base", action="store_true", help="the demo's pretrained base with real criteria")
     parser.add_argument("--demo", action="store_true", help="the demo itself, counted from registry.db")
     parser.add_argument("--run-grid", action="store_true", help="--demo: run the grid points the registry lacks")
+    parser.add_argument("--count-only", action="store_true",
+                        help="--demo: count what the registry holds; do not continue the tune study")
     args = parser.parse_args()
-    results = demo(args.run_grid) if args.demo else measure(args.demo_base)
+    results = demo(args.run_grid, not args.count_only) if args.demo else measure(args.demo_base)
     for result in results:
         print(result.line())
     sys.exit(0 if all(r.passed is not False for r in results) else 1)
