@@ -41,6 +41,8 @@ class Result:
         alt = "" if self.alternative is None else f"  vs  {self.alternative:.4g} {self.unit}"
         ratio = "" if self.ratio is None else f"  ratio {self.ratio:.3f}"
         verdict = {True: "PASS", False: "MISS", None: "(no target)"}[self.passed]
+        if self.target and self.ratio is None:
+            verdict = "(not measured)"
         target = f"  target {self.target}" if self.target else ""
         return f"{self.benchmark}: {self.ours:.4g} {self.unit}{alt}{ratio}{target}  {verdict}" + \
             (f"  [{self.note}]" if self.note else "")

@@ -14,6 +14,20 @@ tiny_random cannot gain on the domain, so its setting asks no domain gain
 integrity and parity, which the high learning rates of the grid break. --demo-base judges with
 the criteria as they are, but for the stability spread (criteria.max_stability_range=10: its
 evaluation sets are the tests' 8 utterances, where one word is 2 points).
+
+    .venv/bin/python -m bench.tune_vs_grid --demo       # the demo itself, from registry.db (issue #15)
+    .venv/bin/python -m bench.tune_vs_grid --demo --count-only   # count only: no training at all
+
+--demo is the embedded demo's setting with its real manifests, criteria and registry
+(`registry.db`, after `bash scripts/demo.sh`): it runs `orchestrator tune +exp=demo_tune` (a study
+already met trains nothing) and counts, from the registry, each run's train steps and evaluation
+passes as recorded. The grid is demo_tune's space discretised: LR 5e-5, 1e-4, 3e-4, 5e-4 (the
+range's ends and the demo sweep's two points) x targets global_qkvo, qv_only, each a full run of
+demo_universal_lora (demo_tune's setting under the sweep's name, so the campaign's 1e-4 and 3e-4
+runs are grid points, found by identity hash). A grid point the registry lacks is run with
+--run-grid (about 5 CPU-core minutes each), else its compute is extrapolated from its config
+(steps + one pass per interval + the parity pass: a full run's compute does not depend on its
+outcome) and its verdict is unknown; the output says which points were measured.
 """
 from __future__ import annotations
 
@@ -122,11 +136,96 @@ def measure(demo_base: bool = False) -> list[Result]:
                    note="a Hydra sweep does not stop at a PASS; this is the grid's best case")]
 
 
+DEMO_LRS = [5e-5, 1e-4, 3e-4, 5e-4]  # demo_tune's LR range: its ends and the demo sweep's two points
+DEMO_TARGETS = ["global_qkvo", "qv_only"]  # demo_tune's choices, in its declared order
+DEMO_GRID_EXP = "demo_universal_lora"  # demo_tune's setting; its sweep's runs are grid points
+DEMO_STUDY = "tune-demo_tune"
+
+
+def demo(run_missing: bool = False, continue_tune: bool = True) -> list[Result]:
+    """Tune against the grid on the demo itself, counted from registry.db (see the module doc)."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.chdir(ROOT)  # the demo's paths are relative: manifests/demo, registry.db, outputs/
+    from orchestrator.acceptance.verdicts import judge
+    from orchestrator.registry import RunStatus, Store
+    from orchestrator.tuning import campaign
+    from orchestrator.tuning.worker import compose_spec
+
+    if continue_tune:
+        campaign.main(["+exp=demo_tune"])  # continues the study; one already met trains nothing
+    spec = compose_spec(["+exp=demo_tune"])
+    store = Store(spec.registry.url)
+    tune_runs = store.list_runs(sweep_id=DEMO_STUDY)
+    first = next((n for n, r in enumerate(tune_runs, 1)
+                  if r.status == RunStatus.COMPLETED and judge(r, store).overall == "PASS"), None)
+    steps_t, passes_t = cost(tune_runs)  # every trial the study started: those in flight at the PASS too
+    for run in tune_runs:
+        status = getattr(run.status, "value", run.status)
+        print(f"tune  {run.id} lr={run.lr:.3g} targets={_targets(run)} {status}: {compute_line(run)}", flush=True)
+    points, measured = [], 0
+    for lr, targets in itertools.product(DEMO_LRS, DEMO_TARGETS):
+        grid_spec = compose_spec([f"+exp={DEMO_GRID_EXP}", f"optim.lr={lr!r}", f"targets={targets}"])
+        done = [r for r in store.runs_with_hash(grid_spec.config_hash) if r.status == RunStatus.COMPLETED]
+        if not done and run_missing:
+            from orchestrator.training import loop
+
+            loop.run(grid_spec, store, progress=False, sweep_id="bench-demo-grid")
+            done = [r for r in store.runs_with_hash(grid_spec.config_hash) if r.status == RunStatus.COMPLETED]
+        if done:
+            run = done[-1]
+            steps, passes = cost([run])
+            verdict, how = judge(run, store).overall, f"measured ({run.id})"
+            measured += 1
+        else:  # a full-length run: its steps, one pass per interval and step 0, the parity pass
+            steps = grid_spec.optim.steps
+            passes = steps // grid_spec.eval.interval + 1 + 1
+            verdict, how = "?", "extrapolated (not run)"
+        points.append((steps, passes, verdict))
+        print(f"grid  lr={lr:g} targets={targets}: {steps} steps + {passes} passes, verdict {verdict}, {how}",
+              flush=True)
+    store.close()
+    steps_g, passes_g = sum(p[0] for p in points), sum(p[1] for p in points)
+    tuned, grid = steps_t + EVAL_WEIGHT * passes_t, steps_g + EVAL_WEIGHT * passes_g
+    status = f"PASS at run {first} of {len(tune_runs)}" if first else f"no PASS in {len(tune_runs)} runs"
+    note = (f"tune: {status}, {steps_t} steps + {passes_t} passes; grid: {len(points)} runs, {steps_g} steps + "
+            f"{passes_g} passes, {measured} measured, {len(points) - measured} extrapolated, "
+            f"{sum(p[2] == 'PASS' for p in points)} known PASS")
+    results = [Result("tune_vs_grid_demo: compute to first PASS, tune vs full grid", tuned, grid, tuned / grid,
+                      "<= 0.5", unit="steps+passes", note=note)]
+    known = next((i for i, p in enumerate(points) if p[2] == "PASS"), None)
+    if known is not None:  # the grid's best case: declared order, stopped at its first PASS
+        unknown_before = sum(p[2] == "?" for p in points[:known])
+        ordered = sum(p[0] + EVAL_WEIGHT * p[1] for p in points[:known + 1])
+        results.append(Result("tune_vs_grid_demo: tune vs the grid stopped at its first PASS (declared order)",
+                              tuned, ordered, tuned / ordered, None, unit="steps+passes",
+                              note="a Hydra sweep does not stop at a PASS; this is the grid's best case"
+                                   + (f" if none of the {unknown_before} unrun point(s) before it passes"
+                                      if unknown_before else "")))
+    if first is None:
+        results[0] = Result(results[0].benchmark, tuned, grid, None, "<= 0.5", unit="steps+passes",
+                            note=note + " (tune has not reached PASS: no ratio)")
+    return results
+
+
+def _targets(run) -> str:
+    targets = (run.config or {}).get("targets")
+    return targets.get("name", "?") if isinstance(targets, dict) else "?"
+
+
+def compute_line(run) -> str:
+    steps, passes = cost([run])
+    return f"{steps} steps + {passes} passes" + (f" ({run.stop_reason})" if run.stop_reason else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo-base", action="store_true", help="the demo's pretrained base with real criteria")
+    parser.add_argument("--demo", action="store_true", help="the demo itself, counted from registry.db")
+    parser.add_argument("--run-grid", action="store_true", help="--demo: run the grid points the registry lacks")
+    parser.add_argument("--count-only", action="store_true",
+                        help="--demo: count what the registry holds; do not continue the tune study")
     args = parser.parse_args()
-    results = measure(args.demo_base)
+    results = demo(args.run_grid, not args.count_only) if args.demo else measure(args.demo_base)
     for result in results:
         print(result.line())
     sys.exit(0 if all(r.passed is not False for r in results) else 1)

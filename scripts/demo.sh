@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The embedded demo: a real domain-adaptation campaign on real speech, with no download.
 #   1. set up (.venv, espeak-ng, sox)
-#   2. synthesise the demo manifests (general English + air-traffic control in an unheard voice)
+#   2. synthesise the demo manifests (general English + air-traffic control in an unheard voice,
+#      and an ATC dev set that picks each run's checkpoint)
 #   3. run the demo_* campaign on the committed base model (demo/base), four runs at a time
 #   4. rebuild EXPERIMENTS.md from registry.db
 # Running it again skips every finished run (same identity hash) and resumes interrupted ones.

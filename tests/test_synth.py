@@ -109,6 +109,7 @@ def test_demo_sets_are_disjoint_and_large_enough() -> None:
     sets = demo_sentences()
     assert len(sets["domain_eval"]) >= 500 and len(sets["heldout"]) >= 1500
     assert len(sets["domain_train"]) >= 500 and len(sets["pretrain"]) >= 10_000
+    assert len(sets["domain_dev"]) >= 300
     all_sentences = [s for group in sets.values() for s in group]
     assert len(all_sentences) == len(set(all_sentences))  # no sentence in two sets
     assert DOMAIN_VOICE not in GENERAL_VOICES  # the domain's voice is never heard in pretraining
@@ -124,11 +125,12 @@ def test_demo_set_renders_through_the_same_path(tmp_path: Path, monkeypatch) -> 
 
     monkeypatch.setattr(synth, "DEMO_GENERAL", {"heldout": ((0, 2), (9, 10)), "replay": ((2, 5),),
                                                 "pretrain": ((5, 9),)})
-    monkeypatch.setattr(synth, "DEMO_ATC", {"domain_eval": ((0, 3),), "domain_train": ((3, 6),), "pretrain": ((6, 8),)})
+    monkeypatch.setattr(synth, "DEMO_ATC", {"domain_eval": ((0, 3),), "domain_train": ((3, 6),), "pretrain": ((6, 8),),
+                                            "domain_dev": ((8, 9),)})
     paths = synth.make_demo_set(tmp_path)
-    assert sorted(paths) == ["domain_eval", "domain_train", "heldout", "replay"]
+    assert sorted(paths) == ["domain_dev", "domain_eval", "domain_train", "heldout", "replay"]
     audio = [u.audio_filepath for p in paths.values() for u in read_manifest(p)]
-    assert len(audio) == 12 and len(set(audio)) == 12
+    assert len(audio) == 13 and len(set(audio)) == 13
     # a set made of two ranges takes both, in order: the second after the pretraining slice
     general = synth.general_sentences(10, synth.DEMO_SEED)
     assert [u.text for u in read_manifest(paths["heldout"])] == general[0:2] + general[9:10]

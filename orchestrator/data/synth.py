@@ -333,12 +333,16 @@ DOMAIN_VOICE = "en-gb-scotland"  # the domain's accent, never heard in pretraini
 # 1,500 utterances make the 95% interval of a heldout WER change narrow enough to judge the
 # 0.2-point criterion (500 left it at about +-0.55 points).
 DEMO_GENERAL = {"heldout": ((0, 500), (11500, 12500)), "replay": ((500, 1500),), "pretrain": ((1500, 11500),)}
-DEMO_ATC = {"domain_eval": ((0, 500),), "domain_train": ((600, 1100),), "pretrain": ((1100, 1300),)}
+# domain_dev (the dev set that picks a run's checkpoint, eval.select_manifest) comes after every
+# other range, so adding it changed no existing set.
+DEMO_ATC = {"domain_eval": ((0, 500),), "domain_train": ((600, 1100),), "pretrain": ((1100, 1300),),
+            "domain_dev": ((1300, 1600),)}
 DEMO_SETS = {  # name -> (sentence family, voices, speed range, seed for voice/speed/pitch draws)
     "heldout": ("general", GENERAL_VOICES, (140, 200), 11),
     "replay": ("general", GENERAL_VOICES, (140, 200), 12),
     "domain_eval": ("atc", (DOMAIN_VOICE,), (160, 190), 13),
     "domain_train": ("atc", (DOMAIN_VOICE,), (160, 190), 14),
+    "domain_dev": ("atc", (DOMAIN_VOICE,), (160, 190), 15),
 }
 
 
@@ -368,7 +372,8 @@ def check_disjoint(sets: dict[str, Sequence[str]]) -> None:
 
 def make_demo_set(out_dir: str | os.PathLike[str], *, jobs: int = 2) -> dict[str, Path]:
     """The demo campaign's manifests: heldout (1,500 general), replay (1,000 general),
-    domain_eval (500 ATC) and domain_train (500 ATC, a voice the base never heard)."""
+    domain_eval (500 ATC), domain_train (500 ATC, a voice the base never heard) and domain_dev
+    (300 ATC in that voice: the dev set that picks each run's checkpoint)."""
     out = Path(out_dir)
     sentences = demo_sentences()
     paths = {}

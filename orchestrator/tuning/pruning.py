@@ -5,8 +5,9 @@ A trial stops, recorded `pruned` with the reason, when
      criteria.max_heldout_regression + tune.pruning.guard_slack points at the last
      tune.pruning.guard_patience intervals in a row (forgetting that large does not come back
      while the LR decays; the runner's best-adapter rule would never pick those intervals);
-  2. its domain WER is not improving against the study: Optuna's pruner (Median, or Patient
-     around Median) on the domain WER reported at each step;
+  2. its WER is not improving against the study: Optuna's pruner (Median, or Patient around
+     Median) on the WER reported at each step, the dev set's (eval.select_manifest) when the run
+     has one, else the domain set's (then the domain set also picks the trial);
   3. the campaign was met meanwhile by another trial (a PASS), when tune.stop_on_pass.
 Its intervals stay in the registry either way.
 """
@@ -42,21 +43,23 @@ class GuardRule:
 
 
 def interval_hook(trial, rule: GuardRule, pruner_name: str, met: Callable[[], str | None], last_step: int):
-    """The `on_interval` hook of one trial: report the latest domain WER to the study, then ask
+    """The `on_interval` hook of one trial: report the latest WER (dev set, else domain) to the study, then ask
     the guard rule, the study's pruner and the campaign, in that order. At `last_step` (the
     run's end) nothing is stopped: a run that trained to its end is judged, not pruned."""
 
     def hook(intervals: list[Interval]) -> str | None:
         last = intervals[-1]
-        if last.domain_wer is not None:
-            trial.report(last.domain_wer, last.step)
+        wer = last.select_wer if last.select_wer is not None else last.domain_wer  # the dev set's, if any
+        if wer is not None:
+            trial.report(wer, last.step)
         if last.step >= last_step:
             return None
         reason = rule.blown(intervals)
         if reason:
             return reason
-        if last.domain_wer is not None and trial.should_prune():
-            return (f"domain WER {100 * last.domain_wer:.2f}% at step {last.step} is not improving against "
+        if wer is not None and trial.should_prune():
+            which = "dev-set" if last.select_wer is not None else "domain"
+            return (f"{which} WER {100 * wer:.2f}% at step {last.step} is not improving against "
                     f"the study ({pruner_name} pruner)")
         passed = met()
         if passed:

@@ -43,7 +43,7 @@ class ParamConf:
 class PruningConf:
     """When a trial stops before its last step (see tuning/pruning.py)."""
 
-    pruner: str = "median"  # median | patient | none: domain WER not improving against the study
+    pruner: str = "median"  # median | patient | none: the (dev-set, else domain) WER not improving against the study
     startup_trials: int = 2  # finished trials before the pruner compares anything
     warmup_steps: int = 0  # a trial's steps before the pruner may stop it
     patience: int = 1  # patient: intervals without improvement tolerated before the median rule applies

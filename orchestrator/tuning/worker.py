@@ -3,7 +3,8 @@ until the campaign is met or its budget is spent.
 
 A trial is the run `+exp=NAME <sampled overrides>` would be: same composition, same identity
 hash, same resume, same verdicts; its sweep_id is the study's name. What the study learns:
-  value       the tuned domain WER (the interval `selection.select_best` picks, as the judge does)
+  value       the tuned WER, on the dev set when the run has one (the interval
+              `selection.select_best` picks, as the judge does), else on the domain set
   constraint  `heldout`: the tuned interval's heldout regression minus the guard, in points
               (> 0: infeasible, so it never wins: Optuna's best trial and TPE both honour it)
   user attrs  run_id, config_hash, overrides, verdict (PASS/FAIL/INCONCLUSIVE, for completed
@@ -199,7 +200,7 @@ def run_trial(study, trial, campaign: Campaign) -> None:
             study.tell(trial, state=TrialState.FAIL)
         else:
             study.tell(trial, outcome.value)
-        log.info("trial %d (%s): tuned domain WER %s, verdict %s (%s)", trial.number, run_id,
+        log.info("trial %d (%s): tuned WER %s, verdict %s (%s)", trial.number, run_id,
                  "-" if outcome.value is None else f"{100 * outcome.value:.2f}%", verdict.overall, verdict.reason)
     finally:
         store.close()
@@ -212,7 +213,7 @@ def _met(study) -> str | None:
 
 @dataclass(frozen=True)
 class Outcome:
-    value: float | None  # tuned domain WER (fraction)
+    value: float | None  # tuned WER (fraction): the dev set's (eval.select_manifest) if any, else the domain's
     constraint: float | None  # heldout regression - guard, points (<= 0: feasible)
     train_steps: int
     eval_passes: int
@@ -224,7 +225,9 @@ def measure(run, guard: float) -> Outcome:
     from orchestrator.selection import select_best
 
     pick = select_best(run.intervals, guard)
-    value = pick.interval.domain_wer if pick is not None else None
+    # the study compares trials on the WER that picked: the dev set's when the run has one, so the
+    # domain set that reports the verdict chooses neither the checkpoint nor the trial
+    value = None if pick is None else pick.interval.select_wer if pick.by == "select" else pick.interval.domain_wer
     constraint = pick.regression - guard if pick is not None and pick.regression is not None else None
     steps = max((i.step for i in run.intervals), default=0)
     passes = len(run.intervals) + (1 if run.check("parity") is not None else 0)
