@@ -52,6 +52,7 @@ def picks_by(intervals: Sequence[Interval]) -> str:
 
 
 _SELECT_WER = operator.attrgetter("select_wer")
+_DOMAIN_WER = operator.attrgetter("domain_wer")
 
 
 def _finite(value: float | None) -> bool:
@@ -79,8 +80,13 @@ def select_best(intervals: Sequence[Interval], max_heldout_regression: float) ->
     guarded = []  # the trained intervals within the guard, in one pass (a NaN WER is never one)
     if baseline is not None and _finite(baseline.heldout_wer):
         limit, base = max_heldout_regression + EPS, baseline.heldout_wer  # as heldout_regression, inlined
-        guarded = [i for i in intervals if i.step > 0 and (d := i.domain_wer) is not None and d - d == 0
-                   and (h := i.heldout_wer) is not None and POINTS * (h - base) <= limit]  # False for NaN
+        domains = list(map(_DOMAIN_WER, intervals))  # C-speed: one sum is finite iff every term is
+        if None not in domains and (total := sum(domains)) - total == 0:  # no NaN/inf domain WER: no test each
+            guarded = [i for i in intervals if i.step > 0 and (h := i.heldout_wer) is not None
+                       and POINTS * (h - base) <= limit]  # False for a NaN heldout WER
+        else:
+            guarded = [i for i in intervals if i.step > 0 and (d := i.domain_wer) is not None and d - d == 0
+                       and (h := i.heldout_wer) is not None and POINTS * (h - base) <= limit]
         if by == "select":
             guarded = [i for i in guarded if _finite(i.select_wer)]
     if guarded:

@@ -96,11 +96,13 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, durable: bool = True) -> None:
     """Write `path` atomically: `write(fh)` fills a new temporary file beside it (binary), which is
     fsynced and renamed over `path`; then the folder is fsynced. If anything fails (or is
     interrupted) the temporary file is removed, `path` keeps its previous content and the
-    exception propagates unchanged (callers word it; see write_text_atomic)."""
+    exception propagates unchanged (callers word it; see write_text_atomic). `durable=False`
+    skips both fsyncs, for files rebuilt from the registry on every write (the report's
+    curves): readers still never see half a file, but a power loss may lose the new version."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
@@ -108,7 +110,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:
             write(fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         if path.exists():
             shutil.copymode(path, tmp)
         os.replace(tmp, path)
@@ -118,13 +121,14 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         except OSError:
             pass
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> None:
     """Write `text` to `path` atomically (atomic_write); WriteError if it cannot be written."""
     try:
-        atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+        atomic_write(path, lambda fh: fh.write(text.encode("utf-8")), durable=durable)
     except Exception as exc:
         raise WriteError(f"cannot write {path.name} ({os_reason(exc)})", where=str(path),
                          fix="free disk space or make the output folder writable, then run the command again") from exc

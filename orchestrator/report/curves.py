@@ -98,6 +98,6 @@ def write_curves(runs: Sequence[Run], folder: Path) -> list[Path]:
         path = Path(folder) / file_name(run.id)
         if not (path.exists() and path.read_text(encoding="utf-8") == text):
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(path, text)
+            write_text_atomic(path, text, durable=False)  # rebuilt by every report: no fsync
         written.append(path)
     return written
