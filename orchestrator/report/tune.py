@@ -6,7 +6,7 @@ the campaign verdict follows the run verdicts, whatever rule they use. No torch,
 
   MET      the first run, in trial order, whose verdict is PASS: its domain WER change with the
            bootstrap interval, and its heldout regression.
-  NOT MET  the best feasible run (tuned interval inside the heldout guard, lowest domain WER),
+  NOT MET  the best feasible run (tuned interval inside the heldout guard, lowest dev-set WER, else domain),
            which criteria it failed, and what to try next.
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ def campaign_verdict(runs: Sequence[Run], verdict_of: Callable[[Run], object]) -
     if not feasible:
         lines = ["no run kept the heldout regression within the guard"] + _advice(runs, None, verdict_of)
         return CampaignVerdict(False, None, f"NOT MET: no feasible run ({cost})", lines)
-    best = min(feasible, key=lambda r: (_tuned(verdict_of(r)).domain_wer, r.started_at))
+    best = min(feasible, key=lambda r: (_picking_wer(_tuned(verdict_of(r))), r.started_at))
     v = verdict_of(best)
     failed = v.reason if best.status == "completed" else f"{best.status}: {best.stop_reason or best.failure_reason}"
     lines = [f"best feasible run {best.id}: {_evidence(v)}", f"what failed: {failed}"]
@@ -142,25 +142,32 @@ def _section(name: str, runs: list[Run], verdict_of) -> str:
                      MISSING if sel is None or sel.regression is None else f"{sel.regression:+.2f}",
                      verdict, run.stop_reason or run.failure_reason or ""])
         if tuned is not None and tuned.domain_wer is not None:
-            if sel.within_guard:
-                best = min(best, 100 * tuned.domain_wer)
-            points.append((n, 100 * tuned.domain_wer, best))
+            if sel.within_guard:  # the best so far as the study compares trials: on the dev set if there is one
+                best = min(best, 100 * _picking_wer(tuned))
+            points.append((n, 100 * _picking_wer(tuned), best))
     lines.append(_table(headers, rows))
     if len(points) >= 2:
         lines += ["", _chart(name, points)]
     return "\n".join(lines)
 
 
+def _picking_wer(interval) -> float:
+    """The WER trials are compared on (as tuning/worker.py reports them to the study): the dev set's
+    when the run has one, so the domain set that reports the verdict chooses neither the
+    checkpoint nor the trial; else the domain set's."""
+    return interval.select_wer if interval.select_wer is not None else interval.domain_wer
+
+
 def _chart(name: str, points: list[tuple[int, float, float]]) -> str:
-    """Mermaid xychart-beta: trials in order on x; bars: tuned domain WER %; line: the best
-    feasible (inside the guard) so far."""
+    """Mermaid xychart-beta: trials in order on x; bars: the tuned interval's picking WER % (dev set
+    if the runs have one, else domain); line: the best feasible (inside the guard) so far."""
     values = [p[1] for p in points] + [p[2] for p in points if math.isfinite(p[2])]
     low, high = max(0, math.floor(min(values)) - 1), math.ceil(max(values)) + 1
     best = [p[2] if math.isfinite(p[2]) else p[1] for p in points]
     safe = "".join(c for c in name if c.isalnum() or c in "-_.: ")
     return "\n".join([
         "```mermaid", "xychart-beta",
-        f'    title "{safe}: tuned domain WER % by trial (bars), best feasible so far (line)"',
+        f'    title "{safe}: tuned WER % by trial, dev set if any (bars), best feasible so far (line)"',
         f"    x-axis \"trial\" [{', '.join(str(p[0]) for p in points)}]",
         f'    y-axis "WER %" {low} --> {high}',
         f"    bar [{', '.join(f'{p[1]:.2f}' for p in points)}]",
