@@ -24,6 +24,7 @@ from orchestrator.acceptance.compare import trained
 from orchestrator.acceptance.criteria import _three_way
 from orchestrator.acceptance.outcome import DEV_SET, INCONCLUSIVE, PASS, Loader, RunVerdict
 from orchestrator.config.criteria import CriteriaConf
+from orchestrator.registry.entities import RunStatus
 
 if TYPE_CHECKING:
     from orchestrator.registry.entities import Run
@@ -45,11 +46,11 @@ def replication_groups(runs: Sequence[Run]) -> list[list[Run]]:
     """Groups of two or more completed runs with the same group_key and distinct seeds."""
     seeds: dict[tuple, set] = {}  # cheap first: only runs sharing experiment, lr and steps can group
     for run in runs:
-        if run.status == "completed" and not run.external and run.config:
+        if run.status == RunStatus.COMPLETED and not run.external and run.config:
             seeds.setdefault((run.experiment, run.lr, run.steps), set()).add(repr(run.config.get("optim", {}).get("seed")))
     groups: dict[str, dict[object, Run]] = {}
     for run in runs:
-        if len(seeds.get((run.experiment, run.lr, run.steps), ())) > 1 and run.status == "completed":
+        if len(seeds.get((run.experiment, run.lr, run.steps), ())) > 1 and run.status == RunStatus.COMPLETED:
             key = group_key(run)
             if key is not None:
                 groups.setdefault(key, {}).setdefault(run.config["optim"].get("seed"), run)  # first run of a seed

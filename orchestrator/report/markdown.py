@@ -1,4 +1,4 @@
-"""Markdown helpers of the report: tables, escaping of user text, number formats.
+"""Markdown helpers of the report: tables, escaping of user text, number formats, flat configs.
 
 Text that users wrote (names, notes, target summaries) is escaped so it cannot break a table or
 inject HTML / generated-block markers.
@@ -6,7 +6,7 @@ inject HTML / generated-block markers.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from orchestrator.config.criteria import LR_WARNING
 
@@ -69,3 +69,16 @@ def _pct(fraction: float | None) -> str:
 
 def _num(value: float | None, spec: str) -> str:
     return MISSING if value is None else format(value, spec)
+
+
+def _flat(config: Mapping, prefix: str = "") -> dict[str, object]:
+    """A nested config as {dotted.key: leaf value}."""
+    return dict(_leaves(config, prefix))
+
+
+def _leaves(config: Mapping, prefix: str) -> Iterator[tuple[str, object]]:
+    for key, value in config.items():
+        if isinstance(value, Mapping) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value

@@ -7,13 +7,13 @@ sweep (acceptance/groups.py), which stays valid for the best point.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from orchestrator.acceptance.groups import sweep_bands
 from orchestrator.acceptance.verdicts import matrix_status
 from orchestrator.registry import Run
 from orchestrator.report.collect import ReportData
-from orchestrator.report.markdown import MISSING, _escape, _inline, _lr, _pct, _table
+from orchestrator.report.markdown import MISSING, _escape, _flat, _inline, _lr, _pct, _table
 from orchestrator.report.tune import TUNE_PREFIX
 
 SWEEP_NOTE = (
@@ -103,19 +103,6 @@ def _xychart(title: str, points: list[tuple[float, float, float]]) -> str:
         f"    line [{', '.join(f'{h:.2f}' for _, _, h in points)}]",
         "```",
     ])
-
-
-def _flat(config: Mapping, prefix: str = "") -> dict[str, object]:
-    """A nested config as {dotted.key: leaf value}."""
-    return dict(_leaves(config, prefix))
-
-
-def _leaves(config: Mapping, prefix: str) -> Iterator[tuple[str, object]]:
-    for key, value in config.items():
-        if isinstance(value, Mapping) and value:
-            yield from _leaves(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
 
 
 def _varied_keys(configs: Sequence[Mapping]) -> list[str]:

@@ -15,11 +15,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.registry.entities import Run
+from orchestrator.acceptance.outcome import INCONCLUSIVE, PASS
+from orchestrator.registry.entities import Run, RunStatus
+from orchestrator.report.markdown import MISSING, _flat, _inline
 
-TUNE_PREFIX = "tune-"  # as orchestrator.tuning.study names studies (not imported: that module needs Optuna)
-PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
-MISSING = "–"
+TUNE_PREFIX = "tune-"  # every tune study's name starts with it (tuning/study.py names them; the report finds them)
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def campaign_verdict(runs: Sequence[Run], verdict_of: Callable[[Run], object]) -
     cost = f"{len(runs)} run(s), {steps} train steps, {passes} evaluation passes"
     for n, run in enumerate(runs, 1):
         v = verdict_of(run)
-        if run.status == "completed" and v.overall == PASS:
+        if run.status == RunStatus.COMPLETED and v.overall == PASS:
             return CampaignVerdict(True, run, f"MET by {run.id} (run {n} of {len(runs)} in trial order; {cost})",
                                    [_evidence(v)])
     feasible = [r for r in runs if _tuned(verdict_of(r)) is not None and verdict_of(r).selection.within_guard]
@@ -64,7 +64,7 @@ def campaign_verdict(runs: Sequence[Run], verdict_of: Callable[[Run], object]) -
         return CampaignVerdict(False, None, f"NOT MET: no feasible run ({cost})", lines)
     best = min(feasible, key=lambda r: (_picking_wer(_tuned(verdict_of(r))), r.started_at))
     v = verdict_of(best)
-    failed = v.reason if best.status == "completed" else f"{best.status}: {best.stop_reason or best.failure_reason}"
+    failed = v.reason if best.status == RunStatus.COMPLETED else f"{best.status}: {best.stop_reason or best.failure_reason}"
     lines = [f"best feasible run {best.id}: {_evidence(v)}", f"what failed: {failed}"]
     return CampaignVerdict(False, best, f"NOT MET ({cost})", lines + _advice(runs, best, verdict_of))
 
@@ -95,7 +95,7 @@ def _evidence(v) -> str:
 def _advice(runs: Sequence[Run], best: Run | None, verdict_of) -> list[str]:
     """What to try next, from what stopped the runs."""
     tips = []
-    guard = sum(1 for r in runs if r.status == "pruned" and (r.stop_reason or "").startswith("heldout guard"))
+    guard = sum(1 for r in runs if r.status == RunStatus.PRUNED and (r.stop_reason or "").startswith("heldout guard"))
     if guard * 2 >= len(runs) or best is None:
         tips.append("the heldout guard stops most runs: lower the LR range, raise data.replay_fraction, or adapt "
                     "fewer modules (targets)")
@@ -125,17 +125,17 @@ def tune_sections(data) -> str:
 def _section(name: str, runs: list[Run], verdict_of) -> str:
     result = campaign_verdict(runs, verdict_of)
     varied = _varied([r.config for r in runs])
-    lines = [f"### {_esc(name)}", "", f"**{_esc(result.headline)}**", ""]
-    lines += [f"- {_esc(line)}" for line in result.details] + [""]
-    headers = ["#", "Run ID", *[f"`{_esc(k)}`" for k in varied], "State", "Tuned step", "Domain WER",
+    lines = [f"### {_inline(name)}", "", f"**{_inline(result.headline)}**", ""]
+    lines += [f"- {_inline(line)}" for line in result.details] + [""]
+    headers = ["#", "Run ID", *[f"`{_inline(k)}`" for k in varied], "State", "Tuned step", "Domain WER",
                "Heldout Δ pts", "Verdict", "Stopped because"]
     rows, points, best = [], [], math.inf
     for n, run in enumerate(runs, 1):
         v = verdict_of(run)
         sel = v.selection
         tuned = sel.interval if sel is not None else None
-        flat = _flat(run.config)
-        verdict = v.overall if run.status == "completed" else MISSING
+        flat = _flat(run.config or {})
+        verdict = v.overall if run.status == RunStatus.COMPLETED else MISSING
         rows.append([str(n), run.id, *[_fmt(flat.get(k)) for k in varied], run.status,
                      MISSING if tuned is None else str(tuned.step) + ("" if sel.within_guard else " (outside guard)"),
                      _pct(tuned.domain_wer if tuned else None),
@@ -175,19 +175,9 @@ def _chart(name: str, points: list[tuple[int, float, float]]) -> str:
         "```"])
 
 
-def _flat(config: Mapping, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in (config or {}).items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _varied(configs: Sequence[Mapping]) -> list[str]:
     """Config keys whose value differs between a campaign's runs (what the search varied)."""
-    flats = [_flat(c) for c in configs]
+    flats = [_flat(c or {}) for c in configs]
     keys = sorted({k for f in flats for k in f})
     skip = ("registry.", "output_dir", "device", "rerun", "experiment")
     return [k for k in keys if not k.startswith(skip) and len({repr(f.get(k)) for f in flats}) > 1][:6]
@@ -195,7 +185,7 @@ def _varied(configs: Sequence[Mapping]) -> list[str]:
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join(_esc(c) for c in row) + " |" for row in rows]
+    out += ["| " + " | ".join(_inline(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
 
 
@@ -212,6 +202,3 @@ def _fmt(value: object) -> str:
 def _pct(fraction: float | None) -> str:
     return MISSING if fraction is None else f"{100 * fraction:.2f}%"
 
-
-def _esc(text: object) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")

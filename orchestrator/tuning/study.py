@@ -23,9 +23,9 @@ from typing import Any
 
 from orchestrator.errors import RegistryError
 from orchestrator.tuning.settings import TuneConf
+from orchestrator.report.tune import TUNE_PREFIX  # every study's name (= its trials' sweep_id) starts with it
 
 log = logging.getLogger(__name__)
-TUNE_PREFIX = "tune-"  # every tune study's name (= its trials' sweep_id) starts with it: the report finds them so
 
 
 def study_name(settings: TuneConf, experiment: str) -> str:
