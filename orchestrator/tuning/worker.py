@@ -222,6 +222,7 @@ class Outcome:
 def measure(run, guard: float) -> Outcome:
     """What a trial's run achieved and cost: its tuned interval (the judge's rule) and its
     compute (train steps + evaluation passes of both manifests, the parity re-check included)."""
+    from orchestrator.report.tune import compute
     from orchestrator.selection import select_best
 
     pick = select_best(run.intervals, guard)
@@ -229,6 +230,4 @@ def measure(run, guard: float) -> Outcome:
     # domain set that reports the verdict chooses neither the checkpoint nor the trial
     value = None if pick is None else pick.interval.select_wer if pick.by == "select" else pick.interval.domain_wer
     constraint = pick.regression - guard if pick is not None and pick.regression is not None else None
-    steps = max((i.step for i in run.intervals), default=0)
-    passes = len(run.intervals) + (1 if run.check("parity") is not None else 0)
-    return Outcome(value, constraint, steps, passes)
+    return Outcome(value, constraint, *compute(run))
