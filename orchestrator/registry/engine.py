@@ -94,7 +94,7 @@ def _current_revision(connection: Connection, url: str) -> str | None:
         raise RegistryError(
             f"registry database is at schema revision {current!r}, unknown to this "
             f"orchestrator (it knows {sorted(known)})",
-            where=_safe_url(url),
+            where=safe_url(url),
             fix="upgrade moonshine-orchestrator, or point the registry at another database",
         )
     return current
@@ -146,7 +146,8 @@ def _first_line(exc: BaseException) -> str:
     return str(cause).splitlines()[0] if str(cause) else type(cause).__name__
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
+    """The URL with its password hidden, for messages (as given when it does not parse)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except SQLAlchemyError:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import RegistryError
-from orchestrator.registry.engine import READ_ONLY, _safe_url, _transient
+from orchestrator.registry.engine import READ_ONLY, safe_url, _transient
 from orchestrator.registry.entities import Interval, Run, UtteranceRow
 from orchestrator.registry.models import Base, SqlArtifact, SqlCheck, SqlInterval, SqlRun, SqlUtteranceResult
 from orchestrator.registry.rows import (ARTIFACT_COLUMNS, CHECK_COLUMNS, JUDGED_FIELDS, _RUN_ID, _STARTED_AT,
@@ -185,7 +185,7 @@ class StoreReads:
                 found += build(part)
             if len(found) != sum(counts):  # not one snapshot after all: never cut rows wrongly
                 raise RegistryError("the registry's intervals changed while they were read",
-                                    where=_safe_url(self.url), fix="run the command again")
+                                    where=safe_url(self.url), fix="run the command again")
             every, cut = tuple(found), [0, *itertools.accumulate(counts)]  # a tuple's slices are tuples
             return [every[start:stop] for start, stop in zip(cut, cut[1:])]
 
@@ -209,7 +209,7 @@ class StoreReads:
         if row is None:
             raise RegistryError(
                 f"no run {run_id!r} in the registry",
-                where=_safe_url(self.url),
+                where=safe_url(self.url),
                 fix="see `orchestrator runs`",
             )
         return row

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import RegistryError
 from orchestrator.registry.engine import (HEAD_REVISION, MIGRATIONS, SQLITE_PRAGMAS, _first_line, _open, _open_fix,
-                                          _revisions, _safe_url)
+                                          _revisions, safe_url)
 from orchestrator.registry.entities import Interval, Run, RunStatus
 from orchestrator.registry.models import SqlArtifact, SqlCheck, SqlInterval, SqlRun, SqlUtteranceResult
 from orchestrator.registry.reads import T, StoreReads
@@ -53,7 +53,7 @@ class Store(StoreReads):
         except (SQLAlchemyError, ImportError) as exc:
             raise RegistryError(
                 f"cannot open the registry database ({_first_line(exc)})",
-                where=_safe_url(url),
+                where=safe_url(url),
                 fix=_open_fix(url),
             ) from exc
         self._sessions = sessionmaker(self._engine)
@@ -294,7 +294,7 @@ class Store(StoreReads):
             if not any(name in str(exc.orig) for name in ("runs.id", "pk_runs")):
                 raise
             raise RegistryError(
-                f"run {run_id!r} already exists", where=_safe_url(self.url), fix="use a new run id"
+                f"run {run_id!r} already exists", where=safe_url(self.url), fix="use a new run id"
             ) from None
 
     def _update_run(self, run_id: str, **values: Any) -> None:

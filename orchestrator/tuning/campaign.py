@@ -20,6 +20,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.tuning import settings as tune_settings
 from orchestrator.tuning import space as spaces
 from orchestrator.tuning.worker import Campaign, compose_spec, run_worker, stop_reason
+from orchestrator.registry.engine import safe_url
 
 log = logging.getLogger("orchestrator")
 
@@ -80,7 +81,7 @@ def main(argv: list[str]) -> None:
     study = open_study(campaign.url, campaign.name, campaign.settings, create=True, attrs={
         "experiment": spec.experiment, "run_overrides": list(campaign.run_overrides),
         "space": {k: _plain(v) for k, v in campaign.settings.space.items()}})
-    print(f"study {campaign.name}: {len(study.trials)} trial(s) so far, in {_safe(campaign.url)}", flush=True)
+    print(f"study {campaign.name}: {len(study.trials)} trial(s) so far, in {safe_url(campaign.url)}", flush=True)
     for round_ in range(campaign.settings.max_retry + 1):
         reason = stop_reason(study, campaign.settings)
         if reason is not None:
@@ -151,9 +152,3 @@ def _plain(p) -> dict:
     import dataclasses
 
     return {k: v for k, v in dataclasses.asdict(p).items() if v is not None and v is not False}
-
-
-def _safe(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
