@@ -8,12 +8,10 @@ utterances: one speaker's utterances are not independent.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 
-def speaker_ids(path: str | Path, utts: Sequence) -> list[int] | None:
-    """One integer per utterance (same speaker, same integer), or None if any lacks a speaker.
-    `path` (the manifest) is kept for the callers' symmetry with the other split readers."""
+def speaker_ids(utts: Sequence) -> list[int] | None:
+    """One integer per utterance (same speaker, same integer), or None if any lacks a speaker."""
     names = [u.speaker for u in utts]
     if not names or any(not name for name in names):
         return None

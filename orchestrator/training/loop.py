@@ -84,7 +84,7 @@ def load_splits(spec: RunSpec) -> Splits:
                         shared.same_audio, shared.total, shared.same_text, spec.manifests["train"])
     _compare_with_training(spec, parts)
     speakers = {name: ids for name in ("domain", "heldout", "select") if name in parts
-                and (ids := speaker_ids(spec.manifests[name], parts[name].kept)) is not None}
+                and (ids := speaker_ids(parts[name].kept)) is not None}
     return Splits(**parts, speakers=speakers or None)
 
 
