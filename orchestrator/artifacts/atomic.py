@@ -24,10 +24,12 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from orchestrator.artifacts.run_folder import ADAPTER_WEIGHTS
 from orchestrator.errors import WriteError, os_reason
+
+T = TypeVar("T")
 
 __all__ = ["ADAPTER_WEIGHTS", "atomic_write", "check_output_dir", "exchange", "fsync_dir", "recover",
            "save_adapter", "sha256_file", "write_text_atomic"]
@@ -150,27 +152,41 @@ def recover(dest: Path) -> None:
         os.replace(old, dest)
 
 
-def save_adapter(peft_model, dest: Path) -> str:
-    """save_pretrained into `dest` atomically; returns the sha256 of the adapter weights."""
+def replace_dir(dest: Path, fill: Callable[[Path], T]) -> T:
+    """Fill `<dest>.tmp` with `fill(tmp)`, fsync it and swap it in for `dest` in one atomic step
+    (renameat2 RENAME_EXCHANGE; elsewhere two renames that `recover` completes after a kill), so
+    `dest` is always either the old folder or the new one, complete; returns what `fill` returned.
+    If anything fails, `<dest>.tmp` is removed and the exception propagates unchanged."""
     tmp, old = dest.with_name(dest.name + ".tmp"), dest.with_name(dest.name + ".old")
     try:
         recover(dest)
         shutil.rmtree(tmp, ignore_errors=True)
-        peft_model.save_pretrained(tmp)
+        result = fill(tmp)
         _fsync_tree(tmp)
-        digest = sha256_file(tmp / ADAPTER_WEIGHTS)
         if dest.exists() and exchange(tmp, dest):
-            shutil.rmtree(tmp, ignore_errors=True)  # now the old adapter
+            shutil.rmtree(tmp, ignore_errors=True)  # now the old folder
         else:
             if dest.exists():  # fallback: a kill between the two renames is undone by recover()
                 shutil.rmtree(old, ignore_errors=True)
                 os.replace(dest, old)
             os.replace(tmp, dest)
             shutil.rmtree(old, ignore_errors=True)
-    except Exception as exc:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(dest.parent)
+    return result
+
+
+def save_adapter(peft_model, dest: Path) -> str:
+    """save_pretrained into `dest` atomically (replace_dir); returns the sha256 of the adapter weights."""
+    def fill(tmp: Path) -> str:
+        peft_model.save_pretrained(tmp)
+        return sha256_file(tmp / ADAPTER_WEIGHTS)
+
+    try:
+        return replace_dir(dest, fill)
+    except Exception as exc:
         previous = "the previous one is intact" if dest.exists() else "there was none before"
         raise WriteError(f"cannot write {dest.name} ({os_reason(exc)}); {previous}", where=str(dest),
                          fix="free disk space or make the output folder writable, then run the command again") from exc
-    fsync_dir(dest.parent)
-    return digest

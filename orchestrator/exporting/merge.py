@@ -15,7 +15,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from orchestrator.artifacts.atomic import exchange, sha256_file
+from orchestrator.artifacts.atomic import replace_dir, sha256_file
 from orchestrator.artifacts.run_folder import ADAPTER_WEIGHTS, MERGED_MODEL, RunFolder
 from orchestrator.errors import OrchestratorError
 from orchestrator.registry import Store
@@ -57,11 +57,10 @@ def export_run(store: Store, run_id: str, *, merge: bool, out: Path | None = Non
         raise OrchestratorError(f"{kind} is missing or differs from what the registry recorded", where=str(adapter),
                                 fix="run `orchestrator doctor` to see what happened to the run folder")
     dest = Path(out) if out is not None else default_out(adapter, merge)
-    tmp = dest.with_name(dest.name + ".tmp")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(tmp, ignore_errors=True)
     loaded = inference.load_adapter(adapter, device=device)
-    try:
+
+    def fill(tmp: Path) -> Exported:
         if merge:
             # merge_and_unload folds B @ A * scale into each target's weight and drops the wrappers
             loaded.peft_model.merge_and_unload().save_pretrained(tmp)
@@ -74,9 +73,7 @@ def export_run(store: Store, run_id: str, *, merge: bool, out: Path | None = Non
             shutil.copyfile(loaded.run_config, tmp / inference.EXPORT_CONFIG)
         info = Exported(str(dest), run_id, kind, artifact.step, artifact.sha256, merge, digest)
         (tmp / EXPORT_INFO).write_text(json.dumps(asdict(info), indent=2) + "\n")
-        if not (dest.exists() and exchange(tmp, dest)):
-            shutil.rmtree(dest, ignore_errors=True)
-            tmp.replace(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # after an exchange: the previous export
+        return info
+
+    info = replace_dir(dest, fill)  # the previous export stays whole until the new one is complete
     return info
