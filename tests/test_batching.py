@@ -11,7 +11,7 @@ import torch
 from transformers import AutoProcessor
 
 from orchestrator.training import loop as train
-from orchestrator.data.audio_cache import cache_dir
+from orchestrator.artifacts.run_folder import audio_cache_dir as cache_dir
 from orchestrator.data.batching import (AudioBank, label_ids, model_inputs, pad_waves, raw_audio_layout, replay_share, train_batches, training_stream)
 from orchestrator.errors import ConfigError
 from orchestrator.data.manifest import Utterance, read_manifest

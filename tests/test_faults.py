@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from orchestrator.training import loop as train
-from orchestrator.training.checkpoint import CHECKPOINT
+from orchestrator.artifacts.run_folder import CHECKPOINT
 from orchestrator.registry.doctor import diagnose
 from orchestrator.registry import Store
 from orchestrator.config.spec import spec_from_overrides
@@ -280,7 +280,8 @@ def _adapter_child(checkpoint_dir: str, dest: str, limit: int, out: str) -> None
 
 
 def test_a_failing_adapter_write_keeps_the_previous_adapter(tiny_checkpoint, tmp_path):
-    from orchestrator.artifacts.atomic import ADAPTER_WEIGHTS, sha256_file
+    from orchestrator.artifacts.atomic import sha256_file
+    from orchestrator.artifacts.run_folder import ADAPTER_WEIGHTS
 
     dest, out = tmp_path / "lora_adapter_best", tmp_path / "out.json"
     proc = CTX.Process(target=_adapter_child, args=(str(tiny_checkpoint), str(dest), 8_000, str(out)))

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from conftest import BACKENDS, ROOT, cli, registry_url
-from orchestrator.artifacts.atomic import ADAPTER_WEIGHTS, sha256_file
+from orchestrator.artifacts.atomic import sha256_file
+from orchestrator.artifacts.run_folder import ADAPTER_WEIGHTS
 from orchestrator.registry import Store
 from orchestrator.registry.store import HEAD_REVISION, JUDGED_FIELDS
 from orchestrator.report import (INTERVAL_RUNS, VERDICT_RUNS, collect, run_matrix, sweep_sections, update_experiments_md, verdict_sections, write_report)

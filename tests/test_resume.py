@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from orchestrator.artifacts.run_folder import LOCK
 from orchestrator.registry import liveness
 from orchestrator.training import resume, loop as train
 from orchestrator.errors import OrchestratorError, RegistryError
@@ -129,7 +130,7 @@ def test_a_running_run_is_interrupted_when_its_lock_is_free_or_its_heartbeat_sta
         "handle = open(sys.argv[1], 'a')\n"
         "fcntl.flock(handle, fcntl.LOCK_EX)\n"
         "print('held', flush=True)\n"
-        "time.sleep(60)\n"), str(folder / liveness.LOCK_FILE)], stdout=subprocess.PIPE, text=True)
+        "time.sleep(60)\n"), str(folder / LOCK)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         run = store.get_run("r1")
@@ -160,7 +161,7 @@ def test_resume_picks_interrupted_runs_and_refuses_what_it_cannot_continue(run_o
     _recorded(store, run_overrides, "killed")
     store.finish_run("killed", "interrupted", "Ctrl-C")
     _recorded(store, run_overrides, "dead")  # `running`, lock file never held: its process is gone
-    (Path(spec_from_overrides(run_overrides).output_dir) / "dead" / liveness.LOCK_FILE).touch()
+    (Path(spec_from_overrides(run_overrides).output_dir) / "dead" / LOCK).touch()
     _recorded(store, run_overrides, "other", sweep_id="sweep-2")
     store.finish_run("other", "failed", "non-finite loss")
 

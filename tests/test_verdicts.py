@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from factories import interval
-from orchestrator.artifacts.atomic import ADAPTER_WEIGHTS, sha256_file
+from orchestrator.artifacts.atomic import sha256_file
+from orchestrator.artifacts.run_folder import ADAPTER_WEIGHTS
 from orchestrator.errors import ConfigError
 from orchestrator.registry import Interval, Run, Store
 from orchestrator.acceptance.bootstrap import contrasts, paired_bootstrap, replicate_wers

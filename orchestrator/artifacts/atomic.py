@@ -31,7 +31,7 @@ from orchestrator.errors import WriteError, os_reason
 
 T = TypeVar("T")
 
-__all__ = ["ADAPTER_WEIGHTS", "atomic_write", "check_output_dir", "exchange", "fsync_dir", "recover",
+__all__ = ["atomic_write", "check_output_dir", "exchange", "fsync_dir", "recover",
            "save_adapter", "sha256_file", "write_text_atomic"]
 _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100

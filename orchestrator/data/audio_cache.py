@@ -29,18 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.artifacts.atomic import atomic_write, sha256_file
-from orchestrator.artifacts.run_folder import audio_cache_dir
 from orchestrator.data.audio import load_audio
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the layout or load_audio's output changes: old entries are ignored
 _DTYPE = np.dtype("<f4")  # what load_audio returns (float32), little-endian on disk
-
-
-def cache_dir(output_dir: str | os.PathLike[str]) -> Path:
-    """The cache folder of an output folder (`outputs/` -> `outputs/.audio_cache/`; RunFolder's layout)."""
-    return audio_cache_dir(output_dir)
 
 
 class CorruptEntry(Exception):

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from orchestrator.data import manifest_rules as rules
 from orchestrator.data.audio import AudioFacts
-from orchestrator.data.manifest_rules import DURATION_TOLERANCE, NEAR_SILENT_RMS, Problem  # noqa: F401 (re-exported)
+from orchestrator.data.manifest_rules import DURATION_TOLERANCE, Problem
 from orchestrator.errors import ManifestError
 
 

@@ -19,10 +19,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from orchestrator.artifacts.run_folder import LOCK, RunFolder
+from orchestrator.artifacts.run_folder import RunFolder
 from orchestrator.registry import Run, RunStatus
 
-LOCK_FILE = LOCK  # in the run folder (RunFolder.lock); train.run_lock holds it exclusively
 HEARTBEAT_EVERY_S = 30.0  # the trainer beats at most this often
 # A heartbeat older than this means the process is gone. Generous: the trainer beats from its
 # step loop, so one long evaluation (two manifests, no step) passes without a beat.

@@ -24,7 +24,7 @@ import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from orchestrator.artifacts.atomic import atomic_write
-from orchestrator.artifacts.run_folder import CHECKPOINT, RunFolder  # noqa: F401 - CHECKPOINT re-exported
+from orchestrator.artifacts.run_folder import RunFolder
 from orchestrator.errors import WriteError, os_reason
 
 log = logging.getLogger(__name__)
