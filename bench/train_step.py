@@ -110,7 +110,7 @@ def run_bare(spec, bf16: bool) -> StepClock:
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from orchestrator.data.audio_cache import cache_dir
+    from orchestrator.artifacts.run_folder import audio_cache_dir as cache_dir
     from orchestrator.data.batching import AudioBank, model_inputs
 
     model, processor, device = model_with_adapter(spec)
@@ -154,7 +154,7 @@ class SpeechCollator:
 def run_trainer(spec, bf16: bool, out: Path) -> tuple[StepClock, float]:
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-    from orchestrator.data.audio_cache import cache_dir
+    from orchestrator.artifacts.run_folder import audio_cache_dir as cache_dir
     from orchestrator.data.batching import AudioBank
     from orchestrator.data.manifest import read_manifest
 
