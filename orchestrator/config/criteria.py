@@ -58,6 +58,15 @@ class CriteriaConf:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def family_wise(self, looks: int) -> CriteriaConf:
+        """These thresholds for one of `looks` verdicts of which any could be the one reported (a
+        tune campaign ends at whichever trial passes): each judged at confidence
+        1 - (1 - confidence) / looks (Bonferroni), so the chance that any of them passes by
+        luck stays within 1 - confidence."""
+        if looks <= 1:
+            return self
+        return dataclasses.replace(self, confidence=1 - (1 - self.confidence) / looks)
+
 
 def load_criteria(path: Path) -> CriteriaConf:
     """Read a criteria YAML file (e.g. conf/criteria/default.yaml) without Hydra."""

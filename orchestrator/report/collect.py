@@ -29,9 +29,17 @@ class ReportData:
     planned: Sequence[str] = ()
     groups: Sequence[GroupVerdict] = ()
     utterances: UtteranceSource | None = None
+    root: Path | None = None
+    criteria: CriteriaConf | None = None  # the thresholds of runs that recorded none
 
     def verdict(self, run: Run) -> RunVerdict:
-        return self.verdicts.get(run.id) or judge(run, None, criteria_for(run))
+        return self.verdicts.get(run.id) or judge(run, None, criteria_for(run, self.criteria))
+
+    def family_verdict(self, run: Run, looks: int) -> RunVerdict:
+        """`run` judged as one of `looks` verdicts any of which could be reported (CriteriaConf.family_wise)."""
+        if looks <= 1:
+            return self.verdict(run)
+        return judge(run, self.utterances, criteria_for(run, self.criteria).family_wise(looks), root=self.root)
 
 
 def collect(
@@ -55,7 +63,7 @@ def collect(
     groups = [judge_group(members, verdicts, load, confs[members[0].id]) for members in replication_groups(runs)]
     ran = {run.experiment for run in runs}
     planned = [name for name in dict.fromkeys(experiments) if name not in ran]
-    return ReportData(list(runs), verdicts, planned, groups, utterances)
+    return ReportData(list(runs), verdicts, planned, groups, utterances, root, criteria)
 
 
 def _thresholds(runs: Sequence[Run], default: CriteriaConf | None) -> dict[str, CriteriaConf]:

@@ -8,6 +8,11 @@ the campaign verdict follows the run verdicts, whatever rule they use. No torch,
            bootstrap interval, and its heldout regression.
   NOT MET  the best feasible run (tuned interval inside the heldout guard, lowest dev-set WER, else domain),
            which criteria it failed, and what to try next.
+
+A campaign ends at whichever trial passes first, so any of its trials could be the one reported:
+each is judged family-wise (`CriteriaConf.family_wise`), at confidence 1 - (1 - c) / B where B is
+the largest tune.budget_runs its trials recorded (check `tune`), at least the trials run. The
+chance that a campaign is MET by a trial that passed by luck stays within 1 - c.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from orchestrator.registry.entities import Run, RunStatus
 from orchestrator.report.markdown import MISSING, _flat, _inline
 
 TUNE_PREFIX = "tune-"  # every tune study's name starts with it (tuning/study.py names them; the report finds them)
+TUNE_CHECK = "tune"  # the check each trial's run records: {study, trial, budget_runs, confidence}
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,13 @@ def campaign_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
     return {k: sorted(v, key=lambda r: (r.started_at, r.id)) for k, v in found.items()}
 
 
+def campaign_looks(runs: Sequence[Run]) -> int:
+    """How many trials' verdicts could end the campaign: the largest tune.budget_runs its trials
+    recorded (a budget raised on a re-run counts), at least the number of trials run."""
+    budgets = [int(c.details.get("budget_runs", 0)) for c in (r.check(TUNE_CHECK) for r in runs) if c is not None]
+    return max([len(runs), *budgets])
+
+
 def compute(run: Run) -> tuple[int, int]:
     """(train steps, evaluation passes) a run spent: its last evaluated step, and one pass per
     interval plus the parity re-check of a completed run."""
@@ -47,17 +60,22 @@ def compute(run: Run) -> tuple[int, int]:
 
 
 def campaign_verdict(runs: Sequence[Run], verdict_of: Callable[[Run], object]) -> CampaignVerdict:
+    """`verdict_of`: each run's family-wise verdict (judged at `campaign_looks(runs)`)."""
     runs = sorted(runs, key=lambda r: (r.started_at, r.id))
     if not runs:
         return CampaignVerdict(False, None, "NOT MET: no run yet", ["start it: orchestrator tune +exp=NAME"])
     steps = sum(compute(r)[0] for r in runs)
     passes = sum(compute(r)[1] for r in runs)
     cost = f"{len(runs)} run(s), {steps} train steps, {passes} evaluation passes"
+    looks = campaign_looks(runs)
+    family = (f"every trial judged at {100 * verdict_of(runs[0]).thresholds.confidence:.4g}% confidence, "
+              f"Bonferroni over {looks} possible trials, so that the campaign's chance of a lucky PASS stays "
+              f"within {100 * (1 - verdict_of(runs[0]).thresholds.confidence) * looks:.3g}%") if looks > 1 else None
     for n, run in enumerate(runs, 1):
         v = verdict_of(run)
         if run.status == RunStatus.COMPLETED and v.overall == PASS:
             return CampaignVerdict(True, run, f"MET by {run.id} (run {n} of {len(runs)} in trial order; {cost})",
-                                   [_evidence(v)])
+                                   [_evidence(v), *([family] if family else [])])
     feasible = [r for r in runs if _tuned(verdict_of(r)) is not None and verdict_of(r).selection.within_guard]
     if not feasible:
         lines = ["no run kept the heldout regression within the guard"] + _advice(runs, None, verdict_of)
@@ -65,7 +83,7 @@ def campaign_verdict(runs: Sequence[Run], verdict_of: Callable[[Run], object]) -
     best = min(feasible, key=lambda r: (_picking_wer(_tuned(verdict_of(r))), r.started_at))
     v = verdict_of(best)
     failed = v.reason if best.status == RunStatus.COMPLETED else f"{best.status}: {best.stop_reason or best.failure_reason}"
-    lines = [f"best feasible run {best.id}: {_evidence(v)}", f"what failed: {failed}"]
+    lines = [f"best feasible run {best.id}: {_evidence(v)}", f"what failed: {failed}", *([family] if family else [])]
     return CampaignVerdict(False, best, f"NOT MET ({cost})", lines + _advice(runs, best, verdict_of))
 
 
@@ -119,7 +137,18 @@ def tune_sections(data) -> str:
     campaigns = campaign_runs(data.runs)
     if not campaigns:
         return "_No tune campaigns recorded yet (`orchestrator tune +exp=NAME tune.budget_runs=N` runs one)._"
-    return "\n\n".join(_section(name, runs, data.verdict) for name, runs in campaigns.items())
+    return "\n\n".join(_section(name, runs, _family(runs, data)) for name, runs in campaigns.items())
+
+
+def _family(runs: Sequence[Run], data) -> Callable[[Run], object]:
+    """Each run's family-wise verdict within its campaign, judged once."""
+    looks, cache = campaign_looks(runs), {}
+
+    def verdict_of(run: Run):
+        if run.id not in cache:
+            cache[run.id] = data.family_verdict(run, looks)
+        return cache[run.id]
+    return verdict_of
 
 
 def _section(name: str, runs: list[Run], verdict_of) -> str:

@@ -81,14 +81,8 @@ def sampler(settings: TuneConf, offset: int):
     seed = settings.seed + offset
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, settings.budget_runs // 2)),
-                                      constraints_func=_constraints)
-
-
-def _constraints(trial) -> tuple[float, ...]:
-    """TPE's view of a trial's constraints (what Trial.set_constraint recorded; none: feasible)."""
-    found = [v for k, v in sorted(trial.system_attrs.items()) if k.startswith("constraints:")]
-    return tuple(found) or (0.0,)
+    # TPE reads the constraints Trial.set_constraint recorded (Optuna >= 5): infeasible trials never lead
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, settings.budget_runs // 2)))
 
 
 def pruner(settings: TuneConf):

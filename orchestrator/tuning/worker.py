@@ -22,6 +22,7 @@ from pathlib import Path
 
 from orchestrator.config.spec import RunSpec
 from orchestrator.errors import OrchestratorError
+from orchestrator.report.tune import TUNE_CHECK
 from orchestrator.tuning import space as spaces
 from orchestrator.tuning.pruning import GuardRule, interval_hook
 from orchestrator.tuning.settings import TuneConf
@@ -127,9 +128,8 @@ def repeat_of_finished(study, trial) -> bool:
         if key in same.user_attrs:
             trial.set_user_attr(key, same.user_attrs[key])
     trial.set_user_attr("repeat_of", same.number)
-    for key, value in same.system_attrs.items():
-        if key.startswith("constraints:"):
-            trial.set_constraint(key.split(":", 1)[1], value)
+    for key, value in same.constraints.items():
+        trial.set_constraint(key, value)
     if same.state == TrialState.PRUNED:
         for step, value in sorted(same.intermediate_values.items())[-1:]:
             trial.report(value, step)
@@ -179,6 +179,8 @@ def run_trial(study, trial, campaign: Campaign) -> None:
         log.warning("trial %d failed: %s", trial.number, text)
         return
     try:
+        store.add_check(run_id, TUNE_CHECK, True, {"study": campaign.name, "trial": trial.number,
+                                                   "budget_runs": campaign.settings.budget_runs})
         run = store.get_run(run_id)
         outcome = measure(run, campaign.guard)
         trial.set_user_attr("run_id", run_id)
@@ -191,9 +193,11 @@ def run_trial(study, trial, campaign: Campaign) -> None:
             study.tell(trial, state=TrialState.PRUNED)
             log.info("trial %d (%s) pruned: %s", trial.number, run_id, run.stop_reason)
             return
-        from orchestrator.acceptance.verdicts import judge
+        from orchestrator.acceptance.verdicts import criteria_for, judge
 
-        verdict = judge(run, store)
+        # family-wise: the campaign ends at whichever trial passes, so each is judged as one of
+        # tune.budget_runs possible verdicts (report/tune.py reads the same rule back)
+        verdict = judge(run, store, criteria_for(run).family_wise(campaign.settings.budget_runs))
         trial.set_user_attr("verdict", verdict.overall)
         trial.set_user_attr("verdict_reason", verdict.reason)
         if outcome.value is None:
