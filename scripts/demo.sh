@@ -6,8 +6,18 @@
 #   3. run the demo_* campaign on the committed base model (demo/base), four runs at a time
 #   4. rebuild EXPERIMENTS.md from registry.db
 # Running it again skips every finished run (same identity hash) and resumes interrupted ones.
+#   bash scripts/demo.sh --tune   also runs the tune campaign (conf/exp/demo_tune.yaml: an accent,
+#                                 searched until a run passes, budget 4 trials, 2 at a time) and
+#                                 counts its compute against the equivalent grid (bench/tune_vs_grid.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TUNE=0
+for arg in "$@"; do
+  case "$arg" in
+    --tune) TUNE=1 ;;
+    *) echo "demo: unknown option $arg (use --tune or nothing)" >&2; exit 2 ;;
+  esac
+done
 bash scripts/setup.sh --demo
 .venv/bin/python -m orchestrator.data.synth --set demo
 # Two processes with one thread each use 2 cores better than one process with two threads.
@@ -25,5 +35,9 @@ status=0
 wait "$sweep" || status=$?
 wait "$rest" || status=$?
 [ "$status" -eq 0 ] || { echo "demo: a run failed (exit $status); run this script again to resume" >&2; exit "$status"; }
+if [ "$TUNE" -eq 1 ]; then
+  .venv/bin/orchestrator tune +exp=demo_tune   # continues the study in registry.db; a met one trains nothing
+  .venv/bin/python -m bench.tune_vs_grid --demo --count-only || echo "demo: tune vs grid missed its target (above)" >&2
+fi
 .venv/bin/orchestrator report
 .venv/bin/orchestrator runs
