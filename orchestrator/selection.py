@@ -14,7 +14,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from orchestrator.registry.entities import Interval
@@ -42,9 +42,10 @@ def heldout_regression(interval: Interval, baseline: Interval | None) -> float |
     return POINTS * (interval.heldout_wer - baseline.heldout_wer)
 
 
-def picks_by(intervals: Sequence[Interval]) -> str:
-    """"select" when a trained interval has a dev-set WER (the run has eval.select_manifest), else "domain"."""
-    dev = list(map(_SELECT_WER, intervals))  # a C-speed scan: the report asks of 10,000 runs
+def picks_by(intervals: Sequence[Interval], cols: Columns | None = None) -> str:
+    """"select" when a trained interval has a dev-set WER (the run has eval.select_manifest), else
+    "domain". `cols`: `columns(intervals)`, if the caller has it."""
+    dev = cols.select if cols is not None else list(map(_SELECT_WER, intervals))  # C-speed: 10,000 runs ask
     with_dev = len(dev) - dev.count(None)
     if with_dev and intervals[0].step == 0 and dev[0] is not None:
         with_dev -= 1  # the baseline's does not count: it is no candidate
@@ -53,35 +54,83 @@ def picks_by(intervals: Sequence[Interval]) -> str:
 
 _SELECT_WER = operator.attrgetter("select_wer")
 _DOMAIN_WER = operator.attrgetter("domain_wer")
+_COLUMNS = ("step", "domain_wer", "heldout_wer", "select_wer", "eval_loss")
+
+
+class Columns(NamedTuple):
+    """What the judge reads of a run's intervals, read once: the steps, dev-set WERs and eval
+    losses in interval order, and what one sum of a column tells. `full_domain`: every interval
+    recorded a domain WER (no None); `finite_domain`: every recorded one is finite (False only
+    says "look closer": a sum of huge WERs can overflow). Likewise heldout; `full_eval_loss`:
+    every interval recorded an eval loss."""
+
+    steps: tuple[int, ...]
+    select: tuple[float | None, ...]
+    eval_loss: tuple[float | None, ...]
+    full_domain: bool
+    finite_domain: bool
+    full_heldout: bool
+    finite_heldout: bool
+    full_eval_loss: bool
+
+
+def columns(intervals: Sequence[Interval]) -> Columns:
+    """`intervals` as Columns. Named tuples (registry Intervals) are transposed by one C-speed
+    zip, their fields taken by position: read by name, interval by interval, the fields cost the
+    report more than anything else it did per run. Anything else is read by attribute."""
+    fields = getattr(intervals[0], "_fields", None) if intervals else None
+    if fields is not None:
+        every = tuple(zip(*intervals))
+        steps, domain, heldout, select, eval_loss = (every[fields.index(name)] for name in _COLUMNS)
+    else:
+        steps, domain, heldout, select, eval_loss = (tuple(map(operator.attrgetter(name), intervals))
+                                                     for name in _COLUMNS)
+    return Columns(steps, select, eval_loss, *_summed(domain), *_summed(heldout), _summed(eval_loss)[0])
+
+
+def _summed(values: Sequence[float | None]) -> tuple[bool, bool]:
+    """(no None among `values`, every value that is not None finite), from one sum: a sum is
+    finite iff every term is (or it overflowed, which reads as not finite)."""
+    try:
+        total, full = sum(values), True
+    except TypeError:  # a None: sum what was recorded
+        total, full = sum([v for v in values if v is not None]), False
+    return full, total - total == 0
 
 
 def _finite(value: float | None) -> bool:
     return value is not None and value - value == 0  # False for None, NaN and +-inf
 
 
-def select_best(intervals: Sequence[Interval], max_heldout_regression: float) -> Selection | None:
+def select_best(intervals: Sequence[Interval], max_heldout_regression: float,
+                cols: Columns | None = None) -> Selection | None:
     """The lowest WER on the picking set (`picks_by`: the dev set if the run has one, else the
     domain set) among trained intervals (step > 0) whose heldout regression against step 0 is
     within `max_heldout_regression` points; ties go to the earliest step. If none is within the
     guard, the lowest such WER among all trained intervals, flagged. None while there is no
-    trained interval with a finite WER (NaN is never picked).
+    trained interval with a finite WER (NaN is never picked). `cols`: `columns(intervals)`,
+    when the caller has it already (the judge does).
 
     Works on any prefix of a run's intervals: as intervals arrive, the pick is either the
     previous one or the newest interval, so a trainer saves `lora_adapter_best` exactly when
     `select_best(so_far, guard).interval.step == step`.
     """
-    by = picks_by(intervals)
+    by = picks_by(intervals, cols)
     field = f"{by}_wer"
     key = operator.attrgetter(field, "step")  # ties to the earliest step
     if intervals and intervals[0].step == 0:  # as a run holds them, by step
         baseline = intervals[0]
     else:
         baseline = next((i for i in intervals if i.step == 0), None)
-    guarded = []  # the trained intervals within the guard, in one pass (a NaN WER is never one)
+    guarded = []  # the trained intervals within the guard (a NaN WER is never one)
     if baseline is not None and _finite(baseline.heldout_wer):
         limit, base = max_heldout_regression + EPS, baseline.heldout_wer  # as heldout_regression, inlined
-        domains = list(map(_DOMAIN_WER, intervals))  # C-speed: one sum is finite iff every term is
-        if None not in domains and (total := sum(domains)) - total == 0:  # no NaN/inf domain WER: no test each
+        full, finite = (cols.full_domain, cols.finite_domain) if cols else _summed(list(map(_DOMAIN_WER, intervals)))
+        if full and finite and by == "domain":  # every domain WER a number: no test each, and one pass
+            best = _lowest_within_guard(intervals, base, limit)
+            if best is not None:
+                return Selection(best, True, heldout_regression(best, baseline), by)
+        elif full and finite:
             guarded = [i for i in intervals if i.step > 0 and (h := i.heldout_wer) is not None
                        and POINTS * (h - base) <= limit]  # False for a NaN heldout WER
         else:
@@ -97,3 +146,16 @@ def select_best(intervals: Sequence[Interval], max_heldout_regression: float) ->
         return None
     best = min(trained, key=key)
     return Selection(best, False, heldout_regression(best, baseline), by)
+
+
+def _lowest_within_guard(intervals: Sequence[Interval], base: float, limit: float) -> Interval | None:
+    """The trained interval within the guard with the lowest domain WER, ties to the earliest
+    step: `min(guarded, key=(domain_wer, step))` in the pass that finds the guarded ones (the
+    report's commonest case). Every domain WER must be a finite number (select_best checks)."""
+    best = low = None
+    for i in intervals:
+        if i.step > 0 and (h := i.heldout_wer) is not None and POINTS * (h - base) <= limit:  # False for NaN
+            wer = i.domain_wer
+            if best is None or wer < low or (wer == low and i.step < best.step):  # as (wer, step) < (low, best.step)
+                best, low = i, wer
+    return best

@@ -2,7 +2,7 @@
 experiments) and `collect`, which reads per-utterance errors up front in a few queries."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,9 +55,17 @@ def collect(
     as planned."""
     runs = settle(runs, root=root)  # a `running` run whose process died reads `interrupted`
     confs = _thresholds(runs, criteria)
-    selections = {run.id: select_best(run.intervals, confs[run.id].max_heldout_regression) for run in runs}
-    utterances = _prefetched(runs, selections, utterances)
-    verdicts = {run.id: judge(run, utterances, confs[run.id], root=root, selection=selections[run.id])
+    selections: dict[str, Selection | None] = {}
+
+    def selection(run: Run) -> Selection | None:  # each run's tuned interval, picked where first needed
+        if run.id not in selections:
+            selections[run.id] = select_best(run.intervals, confs[run.id].max_heldout_regression)
+        return selections[run.id]
+
+    utterances = _prefetched(runs, selection, utterances)
+    # the judge picks the tuned interval of a run the prefetch did not ask about, from the columns it
+    # reads anyway: one pass over each run's intervals, where picking all first would make two
+    verdicts = {run.id: judge(run, utterances, confs[run.id], root=root, selection=selections.get(run.id))
                 for run in runs}
     load = None if utterances is None else utterances.utterance_errors
     groups = [judge_group(members, verdicts, load, confs[members[0].id]) for members in replication_groups(runs)]
@@ -91,19 +99,18 @@ class _Prefetched:
         return self.found.get((run_id, step, split)) or (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
-def _prefetched(runs: Sequence[Run], selections: Mapping[str, Selection | None],
+def _prefetched(runs: Sequence[Run], selection: Callable[[Run], Selection | None],
                 source: UtteranceSource | None) -> UtteranceSource | None:
     """`source`, or (when it can read many at once, as the Store can) what judging `runs` will
-    ask of it: every interval of each run with a tuned step (`selections`); None if it holds
+    ask of it: every interval of each run with a tuned step (`selection(run)`); None if it holds
     none of those (every verdict is then a point estimate, as without a source)."""
     many = getattr(source, "utterance_errors_many", None)
     if many is None:
         return source
 
-    def keys() -> Iterator[tuple[str, int]]:  # lazily: a registry without utterances never asks
+    def keys() -> Iterator[tuple[str, int]]:  # lazily: a registry without utterances never asks (nor picks)
         for run in runs:
-            selection = selections[run.id]
-            if selection is not None and run.baseline is not None:  # every interval: the max-type band
+            if selection(run) is not None and run.baseline is not None:  # every interval: the max-type band
                 yield from ((run.id, interval.step) for interval in run.intervals)
 
     found = many(keys())
