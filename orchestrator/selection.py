@@ -53,18 +53,19 @@ def picks_by(intervals: Sequence[Interval], cols: Columns | None = None) -> str:
 
 
 _SELECT_WER = operator.attrgetter("select_wer")
-_DOMAIN_WER = operator.attrgetter("domain_wer")
 _COLUMNS = ("step", "domain_wer", "heldout_wer", "select_wer", "eval_loss")
 
 
 class Columns(NamedTuple):
-    """What the judge reads of a run's intervals, read once: the steps, dev-set WERs and eval
-    losses in interval order, and what one sum of a column tells. `full_domain`: every interval
-    recorded a domain WER (no None); `finite_domain`: every recorded one is finite (False only
-    says "look closer": a sum of huge WERs can overflow). Likewise heldout; `full_eval_loss`:
-    every interval recorded an eval loss."""
+    """What the judge reads of a run's intervals, read once: the steps, WERs and eval losses in
+    interval order, and what one sum of a column tells. `full_domain`: every interval recorded
+    a domain WER (no None); `finite_domain`: every recorded one is finite (False only says
+    "look closer": a sum of huge WERs can overflow). Likewise heldout; `full_eval_loss`: every
+    interval recorded an eval loss."""
 
     steps: tuple[int, ...]
+    domain: tuple[float | None, ...]
+    heldout: tuple[float | None, ...]
     select: tuple[float | None, ...]
     eval_loss: tuple[float | None, ...]
     full_domain: bool
@@ -75,17 +76,19 @@ class Columns(NamedTuple):
 
 
 def columns(intervals: Sequence[Interval]) -> Columns:
-    """`intervals` as Columns. Named tuples (registry Intervals) are transposed by one C-speed
-    zip, their fields taken by position: read by name, interval by interval, the fields cost the
-    report more than anything else it did per run. Anything else is read by attribute."""
-    fields = getattr(intervals[0], "_fields", None) if intervals else None
-    if fields is not None:
+    """`intervals` as Columns. Named tuples of one type (registry Intervals) are transposed by
+    one C-speed zip, their fields taken by position (read by name, interval by interval, they
+    cost several times that); anything else is read by attribute."""
+    kind = type(intervals[0]) if intervals else None
+    fields = getattr(kind, "_fields", None)
+    if fields is not None and list(map(type, intervals)).count(kind) == len(intervals):
         every = tuple(zip(*intervals))
         steps, domain, heldout, select, eval_loss = (every[fields.index(name)] for name in _COLUMNS)
     else:
         steps, domain, heldout, select, eval_loss = (tuple(map(operator.attrgetter(name), intervals))
                                                      for name in _COLUMNS)
-    return Columns(steps, select, eval_loss, *_summed(domain), *_summed(heldout), _summed(eval_loss)[0])
+    return Columns(steps, domain, heldout, select, eval_loss, *_summed(domain), *_summed(heldout),
+                   _summed(eval_loss)[0])
 
 
 def _summed(values: Sequence[float | None]) -> tuple[bool, bool]:
@@ -125,9 +128,10 @@ def select_best(intervals: Sequence[Interval], max_heldout_regression: float,
     guarded = []  # the trained intervals within the guard (a NaN WER is never one)
     if baseline is not None and _finite(baseline.heldout_wer):
         limit, base = max_heldout_regression + EPS, baseline.heldout_wer  # as heldout_regression, inlined
-        full, finite = (cols.full_domain, cols.finite_domain) if cols else _summed(list(map(_DOMAIN_WER, intervals)))
+        cols = cols or columns(intervals)
+        full, finite = cols.full_domain, cols.finite_domain
         if full and finite and by == "domain":  # every domain WER a number: no test each, and one pass
-            best = _lowest_within_guard(intervals, base, limit)
+            best = _lowest_within_guard(intervals, cols, base, limit)
             if best is not None:
                 return Selection(best, True, heldout_regression(best, baseline), by)
         elif full and finite:
@@ -148,14 +152,13 @@ def select_best(intervals: Sequence[Interval], max_heldout_regression: float,
     return Selection(best, False, heldout_regression(best, baseline), by)
 
 
-def _lowest_within_guard(intervals: Sequence[Interval], base: float, limit: float) -> Interval | None:
+def _lowest_within_guard(intervals: Sequence[Interval], cols: Columns, base: float, limit: float) -> Interval | None:
     """The trained interval within the guard with the lowest domain WER, ties to the earliest
-    step: `min(guarded, key=(domain_wer, step))` in the pass that finds the guarded ones (the
-    report's commonest case). Every domain WER must be a finite number (select_best checks)."""
-    best = low = None
-    for i in intervals:
-        if i.step > 0 and (h := i.heldout_wer) is not None and POINTS * (h - base) <= limit:  # False for NaN
-            wer = i.domain_wer
-            if best is None or wer < low or (wer == low and i.step < best.step):  # as (wer, step) < (low, best.step)
-                best, low = i, wer
+    step: `min(guarded, key=(domain_wer, step))` in the pass that finds the guarded ones, over
+    the columns (the report's commonest case). Every domain WER must be a finite number."""
+    best = low = at = None
+    for interval, step, wer, heldout in zip(intervals, cols.steps, cols.domain, cols.heldout):
+        if step > 0 and heldout is not None and POINTS * (heldout - base) <= limit:  # False for NaN
+            if best is None or wer < low or (wer == low and step < at):  # as (wer, step) < (low, at)
+                best, low, at = interval, wer, step
     return best

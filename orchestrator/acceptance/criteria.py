@@ -178,7 +178,7 @@ def stability(bound: RangeBound | None, conf: CriteriaConf, window: list, cols: 
     if len(window) < n:
         return Verdict("stability", NA, "—", f"{len(window)} trained interval(s) with a domain WER, needs {n}",
                        threshold)
-    steps = "steps " + ", ".join(str(i.step) for i in window)
+    steps = "steps " + ", ".join([str(i.step) for i in window])
     bad = [] if cols.finite_domain else [i.step for i in window if not finite(i.domain_wer)]
     if bad:
         return Verdict("stability", FAIL, "—", f"{steps}: domain WER is not a number at step(s) "
