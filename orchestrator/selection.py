@@ -11,6 +11,7 @@ guard always reads heldout. A non-finite WER is never a candidate.
 """
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,17 +79,27 @@ class Columns(NamedTuple):
 def columns(intervals: Sequence[Interval]) -> Columns:
     """`intervals` as Columns. Named tuples of one type (registry Intervals) are transposed by
     one C-speed zip, their fields taken by position (read by name, interval by interval, they
-    cost several times that); anything else is read by attribute."""
+    cost several times that); anything else is read by attribute (an eval loss it lacks reads
+    None: select_best needs none)."""
     kind = type(intervals[0]) if intervals else None
-    fields = getattr(kind, "_fields", None)
-    if fields is not None and list(map(type, intervals)).count(kind) == len(intervals):
+    at = _positions(kind)
+    if at is not None and list(map(type, intervals)).count(kind) == len(intervals):
         every = tuple(zip(*intervals))
-        steps, domain, heldout, select, eval_loss = (every[fields.index(name)] for name in _COLUMNS)
+        steps, domain, heldout, select, eval_loss = (every[k] for k in at)
     else:
-        steps, domain, heldout, select, eval_loss = (tuple(map(operator.attrgetter(name), intervals))
-                                                     for name in _COLUMNS)
+        steps, domain, heldout, select = (tuple(map(operator.attrgetter(name), intervals)) for name in _COLUMNS[:4])
+        eval_loss = tuple(getattr(i, "eval_loss", None) for i in intervals)
     return Columns(steps, domain, heldout, select, eval_loss, *_summed(domain), *_summed(heldout),
                    _summed(eval_loss)[0])
+
+
+@functools.lru_cache(maxsize=16)
+def _positions(kind: type) -> tuple[int, ...] | None:
+    """Where a named tuple type holds each of _COLUMNS; None for any other type."""
+    fields = getattr(kind, "_fields", None)
+    if not isinstance(fields, tuple) or not set(_COLUMNS) <= set(fields):
+        return None
+    return tuple(fields.index(name) for name in _COLUMNS)
 
 
 def _summed(values: Sequence[float | None]) -> tuple[bool, bool]:
