@@ -21,7 +21,6 @@ criterion that reads it: it is never a candidate.
 """
 from __future__ import annotations
 
-import operator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +31,10 @@ from orchestrator.acceptance.outcome import (BEST_ADAPTER, FAIL, INCONCLUSIVE, N
 from orchestrator.artifacts.atomic import sha256_file
 from orchestrator.artifacts.run_folder import ADAPTER_WEIGHTS
 from orchestrator.config.criteria import CriteriaConf
-from orchestrator.selection import EPS, Selection
+from orchestrator.selection import EPS, Columns, Selection
 
 if TYPE_CHECKING:
-    from orchestrator.registry.entities import Run
+    from orchestrator.registry.entities import Artifact, Run
 
 
 def _pts(value: float, signed: bool = False) -> str:
@@ -53,11 +52,10 @@ def _guard_note(selection: Selection | None, conf: CriteriaConf) -> str:
             f"so tuned = lowest domain WER (step {selection.interval.step})")
 
 
-def not_finite(run: Run, split: str) -> list[int]:
-    """Trained steps whose `split` WER is recorded but not a finite number (NaN, inf)."""
-    values = list(map(_FIELD[split], run.intervals))  # fast path: one sum is finite iff every term is
-    total = sum(values) if None not in values else sum(v for v in values if v is not None)
-    if total - total == 0:
+def not_finite(run: Run, split: str, cols: Columns) -> list[int]:
+    """Trained steps whose `split` WER is recorded but not a finite number (NaN, inf). `cols`:
+    the run's Columns, whose one sum per split says whether there is any to look for."""
+    if cols.finite_domain if split == "domain" else cols.finite_heldout:
         return []
     return [i.step for i in trained(run) if wer_of(i, split) is not None and not finite(wer_of(i, split))]
 
@@ -89,10 +87,10 @@ def _point_status(ok: bool, run: Run) -> tuple[str, str]:
 
 
 def _unjudged(name: str, run: Run, c: Comparison, selection: Selection | None, threshold: str, missing: str,
-              note: str = "") -> Verdict | None:
+              cols: Columns, note: str = "") -> Verdict | None:
     """Criterion 1 or 2 before any interval: FAIL on a WER that is not a number (in the split it
     reads), N/A without a comparison; None when there is something to judge."""
-    bad = not_finite(run, c.split)
+    bad = not_finite(run, c.split, cols)
     if bad:
         return Verdict(name, FAIL, "—", f"{c.split} WER is not a number at step(s) {', '.join(map(str, bad))}",
                        threshold)
@@ -101,10 +99,11 @@ def _unjudged(name: str, run: Run, c: Comparison, selection: Selection | None, t
     return None
 
 
-def domain_reduction(run: Run, c: Comparison, selection: Selection | None, conf: CriteriaConf) -> Verdict:
+def domain_reduction(run: Run, c: Comparison, selection: Selection | None, conf: CriteriaConf,
+                     cols: Columns) -> Verdict:
     thr = conf.min_domain_reduction
     threshold = f"≥ {thr:g} pts"
-    unjudged = _unjudged("domain_reduction", run, c, selection, threshold, "no baseline (step 0) domain WER")
+    unjudged = _unjudged("domain_reduction", run, c, selection, threshold, "no baseline (step 0) domain WER", cols)
     if unjudged is not None:
         return unjudged
     reduction = -c.delta
@@ -119,11 +118,12 @@ def domain_reduction(run: Run, c: Comparison, selection: Selection | None, conf:
                    threshold)
 
 
-def heldout_regression(run: Run, c: Comparison, selection: Selection | None, conf: CriteriaConf) -> Verdict:
+def heldout_regression(run: Run, c: Comparison, selection: Selection | None, conf: CriteriaConf,
+                       cols: Columns) -> Verdict:
     thr = conf.max_heldout_regression
     threshold = f"≤ {thr:g} pts"
     unjudged = _unjudged("heldout_regression", run, c, selection, threshold, "no baseline or tuned heldout WER",
-                         _guard_note(selection, conf))
+                         cols, _guard_note(selection, conf))
     if unjudged is not None:
         return unjudged
     if not c.paired:
@@ -136,14 +136,10 @@ def heldout_regression(run: Run, c: Comparison, selection: Selection | None, con
                    threshold)
 
 
-_STEP, _EVAL_LOSS = operator.attrgetter("step"), operator.attrgetter("eval_loss")
-_FIELD = {"domain": operator.attrgetter("domain_wer"), "heldout": operator.attrgetter("heldout_wer")}
-
-
-def convergence(run: Run) -> Verdict:
+def convergence(cols: Columns) -> Verdict:
     threshold = "negative slope, last below first"
-    steps, losses = list(map(_STEP, run.intervals)), list(map(_EVAL_LOSS, run.intervals))  # no Python loop
-    if None in losses:  # only the intervals with an eval loss
+    steps, losses = cols.steps, cols.eval_loss
+    if not cols.full_eval_loss:  # only the intervals with an eval loss
         steps = [step for step, loss in zip(steps, losses) if loss is not None]
         losses = [loss for loss in losses if loss is not None]
     if len(losses) < 2:
@@ -159,9 +155,12 @@ def convergence(run: Run) -> Verdict:
     return Verdict("convergence", PASS if ok else FAIL, value, why, threshold)
 
 
-def stability_window(run: Run, conf: CriteriaConf) -> list:
+def stability_window(run: Run, conf: CriteriaConf, cols: Columns) -> list:
     """The last `stability_window` trained intervals that recorded a domain WER (step 0 is no
     part of it; a NaN WER is recorded, and fails the criterion)."""
+    n = conf.stability_window
+    if cols.full_domain and 0 < n <= len(cols.steps) and min(cols.steps[-n:]) > 0:
+        return list(run.intervals[-n:])  # the usual case, read off the columns: the last n intervals qualify
     window = []
     for interval in reversed(run.intervals):  # from the end: the report asks this of 10,000 runs
         if len(window) == conf.stability_window:
@@ -171,16 +170,16 @@ def stability_window(run: Run, conf: CriteriaConf) -> list:
     return window[::-1]
 
 
-def stability(run: Run, bound: RangeBound | None, conf: CriteriaConf, window: list | None = None) -> Verdict:
+def stability(bound: RangeBound | None, conf: CriteriaConf, window: list, cols: Columns) -> Verdict:
+    """`window`: `stability_window(run, conf, cols)`."""
     n = conf.stability_window
     thr = conf.max_stability_range
     threshold = f"range ≤ {thr:g} pts over the last {n} trained intervals"
-    window = stability_window(run, conf) if window is None else window
     if len(window) < n:
         return Verdict("stability", NA, "—", f"{len(window)} trained interval(s) with a domain WER, needs {n}",
                        threshold)
-    steps = "steps " + ", ".join(str(i.step) for i in window)
-    bad = [i.step for i in window if not finite(i.domain_wer)]
+    steps = "steps " + ", ".join([str(i.step) for i in window])
+    bad = [] if cols.finite_domain else [i.step for i in window if not finite(i.domain_wer)]
     if bad:
         return Verdict("stability", FAIL, "—", f"{steps}: domain WER is not a number at step(s) "
                        f"{', '.join(map(str, bad))}", threshold)
@@ -195,20 +194,23 @@ def stability(run: Run, bound: RangeBound | None, conf: CriteriaConf, window: li
     return Verdict("stability", status, value, f"{why}; {steps}; {bound.note}", threshold)
 
 
+_NO_TARGET_REPORT = Verdict("identity_errors", NA, "—", "no target resolution recorded with the run", "0")
+
+
 def identity_errors(run: Run) -> Verdict:
     threshold = "0"
     count = (run.target_report or {}).get("identity_errors")
     if count is None:
-        return Verdict("identity_errors", NA, "—", "no target resolution recorded with the run", threshold)
+        return _NO_TARGET_REPORT  # one for every run without a target report (a Verdict is immutable)
     skipped = [s.get("name", "?") for s in (run.target_report or {}).get("skipped", [])
                if isinstance(s, dict) and s.get("type") == "Identity"]
     detail = "no nn.Identity target" if not count else "Identity targets: " + ", ".join(skipped[:5])
     return Verdict("identity_errors", PASS if count == 0 else FAIL, str(count), detail, threshold)
 
 
-def artifact_integrity(run: Run, selection: Selection | None, root: Path | None) -> Verdict:
+def artifact_integrity(run: Run, selection: Selection | None, root: Path | None, artifact: Artifact | None) -> Verdict:
+    """`artifact`: the run's BEST_ADAPTER (`run.artifact(BEST_ADAPTER)`, which parity reads too)."""
     threshold = "best step, sha256 matches"
-    artifact = run.artifact(BEST_ADAPTER)
     if run.external:
         return Verdict("artifact_integrity", NA, "—", "external run: no artifacts", threshold)
     if artifact is None:
@@ -232,7 +234,8 @@ def artifact_integrity(run: Run, selection: Selection | None, root: Path | None)
     return Verdict("artifact_integrity", PASS, value, f"{path} matches", threshold)
 
 
-def parity(run: Run, selection: Selection | None) -> Verdict:
+def parity(run: Run, selection: Selection | None, best: Artifact | None) -> Verdict:
+    """`best`: the run's BEST_ADAPTER (`run.artifact(BEST_ADAPTER)`), if it recorded one."""
     threshold = "check passed"
     if run.external:
         return Verdict("parity", NA, "—", "external run: nothing to re-evaluate", threshold)
@@ -246,7 +249,6 @@ def parity(run: Run, selection: Selection | None) -> Verdict:
         return Verdict("parity", FAIL, value,
                        f"checked the adapter of step {step}, the selected best is step "
                        f"{selection.interval.step}", threshold)
-    best = run.artifact(BEST_ADAPTER)
     sha = check.details.get("sha256")
     if best is not None and sha is not None and sha != best.sha256:
         return Verdict("parity", FAIL, value, "checked another adapter than the recorded best (sha256)",

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.acceptance import compare, criteria as crit
-from orchestrator.acceptance.outcome import (DERIVED, FAIL, INCONCLUSIVE, NA, PASS, SPLITS, Loader, RunVerdict,
-                                             UtteranceSource, Verdict)
+from orchestrator.acceptance.outcome import (BEST_ADAPTER, DERIVED, FAIL, INCONCLUSIVE, NA, PASS, SPLITS, Loader,
+                                             RunVerdict, UtteranceSource, Verdict)
 from orchestrator.config.criteria import CriteriaConf
-from orchestrator.selection import Selection, select_best
+from orchestrator.selection import Selection, columns, select_best
 from orchestrator.registry.entities import RunStatus
 
 if TYPE_CHECKING:
@@ -45,26 +45,34 @@ def judge(
     defaults to the run's recorded criteria (`criteria_for`). Relative artifact paths are
     resolved against `root` (default: the working directory). `selection` is
     `select_best(run.intervals, criteria.max_heldout_regression)` when the caller has it
-    already (the report does); None: computed here.
+    already; None: picked here.
+
+    The intervals are read once, as Columns (selection.columns), which the pick and every
+    criterion share: one pass over them and one finiteness sum per split, not one per criterion.
     """
     conf = criteria or criteria_for(run)
-    selection = selection or select_best(run.intervals, conf.max_heldout_regression)
+    cols = columns(run.intervals)
+    selection = selection or select_best(run.intervals, conf.max_heldout_regression, cols)
     load = _loader(utterances)
-    found = {split: None if load is None or selection is None or run.baseline is None
-             else compare.replicates(run, split, load, conf) for split in SPLITS}
+    if load is None or selection is None or run.baseline is None:
+        found = dict.fromkeys(SPLITS)
+    else:
+        found = {split: compare.replicates(run, split, load, conf) for split in SPLITS}
     comparisons = {split: compare.compare(run, selection, split, found[split], conf) for split in SPLITS}
-    window = crit.stability_window(run, conf)
-    bound = (compare.stability(window, found["domain"], conf)
-             if len(window) == conf.stability_window and all(map(compare.finite, (i.domain_wer for i in window)))
+    window = crit.stability_window(run, conf, cols)
+    bound = (compare.stability(window, found["domain"], conf)  # None without replicates: no need to look
+             if isinstance(found["domain"], compare.Found) and len(window) == conf.stability_window
+             and all(map(compare.finite, (i.domain_wer for i in window)))
              else None)
+    artifact = run.artifact(BEST_ADAPTER)
     verdicts = [
-        crit.domain_reduction(run, comparisons["domain"], selection, conf),
-        crit.heldout_regression(run, comparisons["heldout"], selection, conf),
-        crit.convergence(run),
-        crit.stability(run, bound, conf, window),
+        crit.domain_reduction(run, comparisons["domain"], selection, conf, cols),
+        crit.heldout_regression(run, comparisons["heldout"], selection, conf, cols),
+        crit.convergence(cols),
+        crit.stability(bound, conf, window, cols),
         crit.identity_errors(run),
-        crit.artifact_integrity(run, selection, root),
-        crit.parity(run, selection),
+        crit.artifact_integrity(run, selection, root, artifact),
+        crit.parity(run, selection, artifact),
     ]
     overall, reason = overall_verdict(verdicts)
     return RunVerdict(verdicts, overall, reason, selection, comparisons, conf)
@@ -73,17 +81,16 @@ def judge(
 def overall_verdict(verdicts: Iterable[Verdict]) -> tuple[str, str]:
     """(overall, reason): FAIL if any fails; INCONCLUSIVE if any is inconclusive or N/A;
     PASS only if every criterion passes."""
-    named: dict[str, list[str]] = {FAIL: [], INCONCLUSIVE: [], NA: []}
-    for v in verdicts:
-        named.setdefault(v.status, []).append(v.name)
-    if named[FAIL]:
-        return FAIL, "failed: " + ", ".join(named[FAIL])
-    if named[INCONCLUSIVE] or named[NA]:
+    verdicts = list(verdicts)
+    statuses = [v.status for v in verdicts]
+    if FAIL in statuses:
+        return FAIL, "failed: " + ", ".join([v.name for v in verdicts if v.status == FAIL])
+    if INCONCLUSIVE in statuses or NA in statuses:
         parts = []
-        if named[INCONCLUSIVE]:
-            parts.append("inconclusive: " + ", ".join(named[INCONCLUSIVE]))
-        if named[NA]:
-            parts.append("not assessable: " + ", ".join(named[NA]))
+        if INCONCLUSIVE in statuses:
+            parts.append("inconclusive: " + ", ".join([v.name for v in verdicts if v.status == INCONCLUSIVE]))
+        if NA in statuses:
+            parts.append("not assessable: " + ", ".join([v.name for v in verdicts if v.status == NA]))
         return INCONCLUSIVE, "; ".join(parts)
     return PASS, "every criterion passed"
 

@@ -147,11 +147,17 @@ class Run:
 
     def artifact(self, kind: str) -> Artifact | None:
         """The artifact of `kind` (e.g. "lora_adapter_best"), if the run recorded one."""
-        return next((a for a in self.artifacts if a.kind == kind), None)
+        for a in self.artifacts:  # a loop, not next(generator): the report asks 10,000 runs
+            if a.kind == kind:
+                return a
+        return None
 
     def check(self, name: str) -> Check | None:
         """The check called `name` (e.g. "parity"), if it was run."""
-        return next((c for c in self.checks if c.name == name), None)
+        for c in self.checks:
+            if c.name == name:
+                return c
+        return None
 
     @property
     def baseline(self) -> Interval | None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, Engine, func, select, tuple_
+from sqlalchemy import Connection, Engine, Select, func, select, tuple_
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -179,9 +179,7 @@ class StoreReads:
             query = query.where(table.c.run_id.in_(chosen)).order_by(table.c.run_id, table.c.step)
             build = _judged_intervals if lean else _full_intervals
             found: list[Interval] = []
-            # by partitions (fetchmany): a few MiB of rows at a time, where one fetchall of 500,000
-            # would hold 150 MiB (and page-fault it in); iterating the result fetches row by row
-            for part in connection.execute(query).partitions(INTERVALS_PER_FETCH):
+            for part in _partitions(connection, query, INTERVALS_PER_FETCH):
                 found += build(part)
             if len(found) != sum(counts):  # not one snapshot after all: never cut rows wrongly
                 raise RegistryError("the registry's intervals changed while they were read",
@@ -232,3 +230,21 @@ class StoreReads:
             return out
 
         return self._transact(count, read_only=True)
+
+
+def _partitions(connection: Connection, query: Select, size: int) -> Iterator[Sequence[Any]]:
+    """The rows of `query`, `size` at a time (fetchmany: a few MiB of rows at a time, where one
+    fetchall of 500,000 would hold 150 MiB and page-fault it in; iterating fetches row by row).
+    On SQLite, when no selected column needs converting (integers and floats: the lean intervals),
+    the DBAPI cursor's own tuples: a SQLAlchemy Row apiece costs more than the Interval built from it."""
+    result = connection.execute(query)
+    dialect = connection.dialect
+    if dialect.name != "sqlite" or any(column.type.dialect_impl(dialect).result_processor(dialect, None) is not None
+                                       for column in query.selected_columns):
+        yield from result.partitions(size)
+        return
+    try:
+        while part := result.cursor.fetchmany(size):
+            yield part
+    finally:
+        result.close()

@@ -2,7 +2,8 @@
 experiments) and `collect`, which reads per-utterance errors up front in a few queries."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import marshal
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,9 +56,17 @@ def collect(
     as planned."""
     runs = settle(runs, root=root)  # a `running` run whose process died reads `interrupted`
     confs = _thresholds(runs, criteria)
-    selections = {run.id: select_best(run.intervals, confs[run.id].max_heldout_regression) for run in runs}
-    utterances = _prefetched(runs, selections, utterances)
-    verdicts = {run.id: judge(run, utterances, confs[run.id], root=root, selection=selections[run.id])
+    selections: dict[str, Selection | None] = {}
+
+    def selection(run: Run) -> Selection | None:  # each run's tuned interval, picked where first needed
+        if run.id not in selections:
+            selections[run.id] = select_best(run.intervals, confs[run.id].max_heldout_regression)
+        return selections[run.id]
+
+    utterances = _prefetched(runs, selection, utterances)
+    # the judge picks the tuned interval of a run the prefetch did not ask about, from the columns it
+    # reads anyway: one pass over each run's intervals, where picking all first would make two
+    verdicts = {run.id: judge(run, utterances, confs[run.id], root=root, selection=selections.get(run.id))
                 for run in runs}
     load = None if utterances is None else utterances.utterance_errors
     groups = [judge_group(members, verdicts, load, confs[members[0].id]) for members in replication_groups(runs)]
@@ -69,14 +78,24 @@ def collect(
 def _thresholds(runs: Sequence[Run], default: CriteriaConf | None) -> dict[str, CriteriaConf]:
     """Each run's thresholds (`criteria_for`) by run id, parsed once per distinct recorded set:
     10,000 runs share a handful. Runs with equal criteria share one (unmodified) CriteriaConf."""
-    parsed: dict[str, CriteriaConf] = {}
+    parsed: dict[bytes | str, CriteriaConf] = {}
     confs = {}
     for run in runs:
-        key = repr(run.criteria)
+        key = _exact_key(run.criteria)
         if key not in parsed:
             parsed[key] = criteria_for(run, default)
         confs[run.id] = parsed[key]
     return confs
+
+
+def _exact_key(criteria: dict) -> bytes | str:
+    """A key equal only for criteria of the same types and values in the same order (as their
+    repr): marshal's bytes, which cost a third of repr (no float is formatted); the repr for a
+    value marshal cannot write."""
+    try:
+        return marshal.dumps(criteria)
+    except ValueError:
+        return repr(criteria)
 
 
 @dataclass(frozen=True)
@@ -91,19 +110,18 @@ class _Prefetched:
         return self.found.get((run_id, step, split)) or (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
-def _prefetched(runs: Sequence[Run], selections: Mapping[str, Selection | None],
+def _prefetched(runs: Sequence[Run], selection: Callable[[Run], Selection | None],
                 source: UtteranceSource | None) -> UtteranceSource | None:
     """`source`, or (when it can read many at once, as the Store can) what judging `runs` will
-    ask of it: every interval of each run with a tuned step (`selections`); None if it holds
+    ask of it: every interval of each run with a tuned step (`selection(run)`); None if it holds
     none of those (every verdict is then a point estimate, as without a source)."""
     many = getattr(source, "utterance_errors_many", None)
     if many is None:
         return source
 
-    def keys() -> Iterator[tuple[str, int]]:  # lazily: a registry without utterances never asks
+    def keys() -> Iterator[tuple[str, int]]:  # lazily: a registry without utterances never asks (nor picks)
         for run in runs:
-            selection = selections[run.id]
-            if selection is not None and run.baseline is not None:  # every interval: the max-type band
+            if selection(run) is not None and run.baseline is not None:  # every interval: the max-type band
                 yield from ((run.id, interval.step) for interval in run.intervals)
 
     found = many(keys())
