@@ -149,7 +149,7 @@ def demo(run_missing: bool = False, continue_tune: bool = True) -> list[Result]:
     os.chdir(ROOT)  # the demo's paths are relative: manifests/demo, registry.db, outputs/
     from orchestrator.acceptance.verdicts import criteria_for, judge
     from orchestrator.registry import RunStatus, Store
-    from orchestrator.report.tune import campaign_looks, campaign_verdict
+    from orchestrator.report.tune import campaign_looks, campaign_verdict, family_judge
     from orchestrator.tuning import campaign
     from orchestrator.tuning.worker import compose_spec
 
@@ -159,8 +159,7 @@ def demo(run_missing: bool = False, continue_tune: bool = True) -> list[Result]:
     store = Store(spec.registry.url)
     tune_runs = sorted(store.list_runs(sweep_id=DEMO_STUDY), key=lambda r: (r.started_at, r.id))
     looks = campaign_looks(tune_runs)
-    family = {r.id: judge(r, store, criteria_for(r).family_wise(looks)) for r in tune_runs}
-    met = campaign_verdict(tune_runs, lambda r: family[r.id])
+    met = campaign_verdict(tune_runs, family_judge(tune_runs, store))
     first = next((n for n, r in enumerate(tune_runs, 1) if met.met and r.id == met.run.id), None)
     steps_t, passes_t = cost(tune_runs)  # every trial the study started: those in flight at the PASS too
     for run in tune_runs:

@@ -36,12 +36,6 @@ class ReportData:
     def verdict(self, run: Run) -> RunVerdict:
         return self.verdicts.get(run.id) or judge(run, None, criteria_for(run, self.criteria))
 
-    def family_verdict(self, run: Run, looks: int) -> RunVerdict:
-        """`run` judged as one of `looks` verdicts any of which could be reported (CriteriaConf.family_wise)."""
-        if looks <= 1:
-            return self.verdict(run)
-        return judge(run, self.utterances, criteria_for(run, self.criteria).family_wise(looks), root=self.root)
-
 
 def collect(
     runs: Sequence[Run],

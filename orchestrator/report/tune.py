@@ -25,7 +25,7 @@ from orchestrator.registry.entities import Run, RunStatus
 from orchestrator.report.markdown import MISSING, _flat, _inline
 
 TUNE_PREFIX = "tune-"  # every tune study's name starts with it (tuning/study.py names them; the report finds them)
-TUNE_CHECK = "tune"  # the check each trial's run records: {study, trial, budget_runs, confidence}
+TUNE_CHECK = "tune"  # the check each trial's run records: {study, trial, budget_runs}
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,20 @@ def campaign_looks(runs: Sequence[Run]) -> int:
     recorded (a budget raised on a re-run counts), at least the number of trials run."""
     budgets = [int(c.details.get("budget_runs", 0)) for c in (r.check(TUNE_CHECK) for r in runs) if c is not None]
     return max([len(runs), *budgets])
+
+
+def family_judge(runs: Sequence[Run], utterances, *, root=None, default=None) -> Callable[[Run], object]:
+    """Each of a campaign's `runs` judged family-wise (at `campaign_looks(runs)`), once each: what
+    the report, `orchestrator tune`'s summary and bench/tune_vs_grid.py all show."""
+    from orchestrator.acceptance.verdicts import criteria_for, judge
+
+    looks, cache = campaign_looks(runs), {}
+
+    def verdict_of(run: Run):
+        if run.id not in cache:
+            cache[run.id] = judge(run, utterances, criteria_for(run, default).family_wise(looks), root=root)
+        return cache[run.id]
+    return verdict_of
 
 
 def compute(run: Run) -> tuple[int, int]:
@@ -141,14 +155,7 @@ def tune_sections(data) -> str:
 
 
 def _family(runs: Sequence[Run], data) -> Callable[[Run], object]:
-    """Each run's family-wise verdict within its campaign, judged once."""
-    looks, cache = campaign_looks(runs), {}
-
-    def verdict_of(run: Run):
-        if run.id not in cache:
-            cache[run.id] = data.family_verdict(run, looks)
-        return cache[run.id]
-    return verdict_of
+    return family_judge(runs, data.utterances, root=data.root, default=data.criteria)
 
 
 def _section(name: str, runs: list[Run], verdict_of) -> str:

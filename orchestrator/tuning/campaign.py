@@ -131,18 +131,15 @@ def worker_entry(overrides: list[str], index: int) -> None:
 
 
 def print_summary(campaign: Campaign) -> None:
-    from orchestrator.acceptance.verdicts import criteria_for, judge
     from orchestrator.registry import Store
-    from orchestrator.report.tune import campaign_looks, campaign_verdict
+    from orchestrator.report.tune import campaign_verdict, family_judge
 
     store = Store(campaign.url)
     try:
         runs = store.list_runs(sweep_id=campaign.name)
-        looks = campaign_looks(runs)
-        verdicts = {run.id: judge(run, store, criteria_for(run).family_wise(looks)) for run in runs}
+        result = campaign_verdict(runs, family_judge(runs, store))
     finally:
         store.close()
-    result = campaign_verdict(runs, lambda run: verdicts[run.id])
     print(f"campaign {campaign.name}: {result.headline}")
     for line in result.details:
         print(f"  {line}")
