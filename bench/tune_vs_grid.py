@@ -137,8 +137,8 @@ def measure(demo_base: bool = False) -> list[Result]:
                    note="a Hydra sweep does not stop at a PASS; this is the grid's best case")]
 
 
-DEMO_LRS = [5e-5, 1e-4, 3e-4, 5e-4]  # demo_tune's LR range: its ends and the ATC sweep's two points
-DEMO_TARGETS = ["global_qkvo", "qv_only"]  # demo_tune's choices, in its declared order
+DEMO_LRS = [1e-4, 3e-4, 5e-4, 1e-3]  # demo_tune's LR range: its ends, the ATC sweep's 3e-4 and 5e-4
+DEMO_TARGETS = ["self_attn_qkvo", "self_attn_qv"]  # demo_tune's choices, in its declared order
 DEMO_GRID_EXP = "demo_tune"  # the grid runs the campaign's own setting at each point
 DEMO_STUDY = "tune-demo_tune"
 
@@ -149,7 +149,8 @@ def demo(run_missing: bool = False, continue_tune: bool = True) -> list[Result]:
     os.chdir(ROOT)  # the demo's paths are relative: manifests/demo, registry.db, outputs/
     from orchestrator.acceptance.verdicts import criteria_for, judge
     from orchestrator.registry import RunStatus, Store
-    from orchestrator.report.tune import campaign_looks, campaign_verdict, family_judge
+    from orchestrator.registry.liveness import settle
+    from orchestrator.report.tune import campaign_looks, campaign_verdict, family_judge, trial_order
     from orchestrator.tuning import campaign
     from orchestrator.tuning.worker import compose_spec
 
@@ -157,7 +158,8 @@ def demo(run_missing: bool = False, continue_tune: bool = True) -> list[Result]:
         campaign.main(["+exp=demo_tune"])  # continues the study; one already met trains nothing
     spec = compose_spec(["+exp=demo_tune"])
     store = Store(spec.registry.url)
-    tune_runs = sorted(store.list_runs(sweep_id=DEMO_STUDY), key=lambda r: (r.started_at, r.id))
+    # settled: a trial whose worker died reads `interrupted`, as in the report, not `running`
+    tune_runs = settle(trial_order(store.list_runs(sweep_id=DEMO_STUDY)))
     looks = campaign_looks(tune_runs)
     met = campaign_verdict(tune_runs, family_judge(tune_runs, store))
     first = next((n for n, r in enumerate(tune_runs, 1) if met.met and r.id == met.run.id), None)

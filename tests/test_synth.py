@@ -111,6 +111,7 @@ def test_demo_sets_are_disjoint_and_large_enough() -> None:
     assert len(sets["domain_train"]) >= 500 and len(sets["pretrain"]) >= 10_000
     assert len(sets["domain_dev"]) >= 300
     assert (len(sets["accent_eval"]), len(sets["accent_train"]), len(sets["accent_dev"])) == (600, 800, 300)
+    assert len(sets["accent_eval_extra"]) == 1800 and len(sets["heldout_extra"]) == 4500
     all_sentences = [s for group in sets.values() for s in group]
     assert len(all_sentences) == len(set(all_sentences))  # no sentence in two sets
     assert DOMAIN_VOICE not in GENERAL_VOICES  # the domain's voice is never heard in pretraining
@@ -127,17 +128,19 @@ def test_demo_set_renders_through_the_same_path(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setattr(synth, "DEMO_GENERAL", {"heldout": ((0, 2), (9, 10)), "replay": ((2, 5),),
                                                 "pretrain": ((5, 9),), "accent_eval": ((10, 11),),
                                                 "accent_train": ((11, 12),), "accent_dev": ((12, 13),),
-                                                "heldout_extra": ((13, 14),), "replay_extra": ((14, 15),)})
+                                                "heldout_extra": ((13, 14),), "replay_extra": ((14, 15),),
+                                                "accent_eval_extra": ((15, 16),)})
     monkeypatch.setattr(synth, "DEMO_ATC", {"domain_eval": ((0, 3),), "domain_train": ((3, 6),), "pretrain": ((6, 8),),
                                             "domain_dev": ((8, 9),)})
     paths = synth.make_demo_set(tmp_path)
-    assert sorted(paths) == ["accent_dev", "accent_eval", "accent_train", "domain_dev", "domain_eval", "domain_train",
-                             "heldout", "heldout_6000", "heldout_extra", "replay", "replay_2000", "replay_extra"]
+    assert sorted(paths) == ["accent_dev", "accent_eval", "accent_eval_2400", "accent_eval_extra", "accent_train",
+                             "domain_dev", "domain_eval", "domain_train", "heldout", "heldout_6000", "heldout_extra",
+                             "replay", "replay_2000", "replay_extra"]
     for union, parts in synth.DEMO_UNIONS.items():  # a union of sets: no audio of its own
         audio = [u.audio_filepath for u in read_manifest(paths.pop(union))]
         assert audio == [u.audio_filepath for name in parts for u in read_manifest(paths[name])]
     audio = [u.audio_filepath for p in paths.values() for u in read_manifest(p)]
-    assert len(audio) == 18 and len(set(audio)) == 18
+    assert len(audio) == 19 and len(set(audio)) == 19
     # a set made of two ranges takes both, in order: the second after the pretraining slice
     general = synth.general_sentences(10, synth.DEMO_SEED)
     assert [u.text for u in read_manifest(paths["heldout"])] == general[0:2] + general[9:10]

@@ -189,6 +189,25 @@ def test_a_campaign_judged_family_wise_keeps_a_lucky_met_at_the_nominal_level():
     assert met["family-wise"] / campaigns <= 0.05, met
 
 
+def test_trial_order_is_the_studys_not_the_start_times(tmp_path):
+    """Two workers start two trials in the same second: the campaign's "first PASS" and its table
+    follow the study's trial numbers (what the workers stop on), whichever run row was created
+    first; a run whose trial recorded no number yet (in flight, or killed) comes last."""
+    from orchestrator.report.tune import TUNE_CHECK, campaign_runs, trial_order
+
+    store = Store(f"sqlite:///{tmp_path / 'registry.db'}")
+    for run_id in ("started-first", "started-second", "in-flight"):
+        store.create_run(experiment="e", config={}, config_hash=run_id, model_id="m", targets=[], target_summary="",
+                         lr=1e-4, steps=10, dora=False, git_commit=None, run_id=run_id, sweep_id="tune-e")
+    store.add_check("started-first", TUNE_CHECK, True, {"study": "tune-e", "trial": 1, "budget_runs": 4})
+    store.add_check("started-second", TUNE_CHECK, True, {"study": "tune-e", "trial": 0, "budget_runs": 4})
+    runs = store.list_runs(sweep_id="tune-e")
+    store.close()
+    assert [r.id for r in sorted(runs, key=lambda r: r.started_at)][:2] == ["started-first", "started-second"]
+    assert [r.id for r in trial_order(runs)] == ["started-second", "started-first", "in-flight"]
+    assert [r.id for r in campaign_runs(runs)["tune-e"]] == ["started-second", "started-first", "in-flight"]
+
+
 # --- the whole thing: 2 workers, one SIGKILLed mid-trial, then the command again -------------
 
 def agree(url: str, name: str):

@@ -5,7 +5,9 @@ A campaign's trials are the registry runs whose sweep_id is the study's name (it
 the campaign verdict follows the run verdicts, whatever rule they use. No torch, no Optuna.
 
   MET      the first run, in trial order, whose verdict is PASS: its domain WER change with the
-           bootstrap interval, and its heldout regression.
+           bootstrap interval, and its heldout regression. Trial order is the study's trial numbers
+           (check `tune`), as the workers' own stop rule reads them: two trials started in the same
+           second by two workers keep the study's order.
   NOT MET  the best feasible run (tuned interval inside the heldout guard, lowest dev-set WER, else domain),
            which criteria it failed, and what to try next.
 
@@ -37,12 +39,22 @@ class CampaignVerdict:
 
 
 def campaign_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
-    """Tune campaigns by study name, each run list in trial order (start time)."""
+    """Tune campaigns by study name, each run list in trial order (`trial_order`)."""
     found: dict[str, list[Run]] = {}
     for run in runs:
         if run.sweep_id and run.sweep_id.startswith(TUNE_PREFIX):
             found.setdefault(run.sweep_id, []).append(run)
-    return {k: sorted(v, key=lambda r: (r.started_at, r.id)) for k, v in found.items()}
+    return {k: trial_order(v) for k, v in found.items()}
+
+
+def trial_order(runs: Sequence[Run]) -> list[Run]:
+    """`runs` by the study's trial number (check `tune`, recorded when a trial ends), then start time;
+    a run whose trial has recorded none yet (in flight, or its worker killed) comes after those that have."""
+    def key(run: Run):
+        check = run.check(TUNE_CHECK)
+        trial = check.details.get("trial") if check is not None else None
+        return (math.inf if trial is None else int(trial), run.started_at, run.id)
+    return sorted(runs, key=key)
 
 
 def campaign_looks(runs: Sequence[Run]) -> int:
@@ -75,7 +87,7 @@ def compute(run: Run) -> tuple[int, int]:
 
 def campaign_verdict(runs: Sequence[Run], verdict_of: Callable[[Run], object]) -> CampaignVerdict:
     """`verdict_of`: each run's family-wise verdict (judged at `campaign_looks(runs)`)."""
-    runs = sorted(runs, key=lambda r: (r.started_at, r.id))
+    runs = trial_order(runs)
     if not runs:
         return CampaignVerdict(False, None, "NOT MET: no run yet", ["start it: orchestrator tune +exp=NAME"])
     steps = sum(compute(r)[0] for r in runs)
