@@ -22,11 +22,11 @@ evaluation sets are the tests' 8 utterances, where one word is 2 points).
 (`registry.db`): it runs `orchestrator tune +exp=demo_tune` (a study already met trains nothing)
 and counts, from the registry, each trial's train steps and evaluation passes as recorded; the
 first PASS is the campaign verdict's (family-wise over tune.budget_runs, report/tune.py). The grid
-is demo_tune's space discretised: LR 5e-5, 1e-4, 3e-4, 5e-4 (the range's ends and the ATC sweep's
-two points) x targets global_qkvo, qv_only, each a full run of demo_tune's own setting. A Hydra
+is demo_tune's space discretised: LR 1e-4, 3e-4, 5e-4, 1e-3 (the range's ends and two points
+between) x targets self_attn_qkvo, self_attn_qv, each a full run of demo_tune's own setting. A Hydra
 sweep runs every point, so the grid's compute to its first PASS is at least the whole grid's
 (infinite if no point passes): the ratio needs no grid verdict. A grid point the registry lacks
-is run with --run-grid (about 10 CPU-core minutes each), else its compute is extrapolated from
+is run with --run-grid (about 20 CPU-core minutes each), else its compute is extrapolated from
 its config (steps + one pass per interval and step 0 + the parity pass: a full run's compute
 does not depend on its outcome); the output says which points were measured.
 """
@@ -137,7 +137,7 @@ def measure(demo_base: bool = False) -> list[Result]:
                    note="a Hydra sweep does not stop at a PASS; this is the grid's best case")]
 
 
-DEMO_LRS = [1e-4, 3e-4, 5e-4, 1e-3]  # demo_tune's LR range: its ends, the ATC sweep's 3e-4 and 5e-4
+DEMO_LRS = [1e-4, 3e-4, 5e-4, 1e-3]  # demo_tune's LR range: its ends and two points between (1e-4, 3e-4: the ATC sweep's)
 DEMO_TARGETS = ["self_attn_qkvo", "self_attn_qv"]  # demo_tune's choices, in its declared order
 DEMO_GRID_EXP = "demo_tune"  # the grid runs the campaign's own setting at each point
 DEMO_STUDY = "tune-demo_tune"
