@@ -189,6 +189,31 @@ def test_a_campaign_judged_family_wise_keeps_a_lucky_met_at_the_nominal_level():
     assert met["family-wise"] / campaigns <= 0.05, met
 
 
+def test_a_trials_draw_depends_on_its_number_not_on_the_worker_that_asks(tmp_path):
+    """Two workers load the study at different times (the second after trial 0 exists) and ask
+    one trial each: the points are the ones one process asking twice draws, so the demo's first
+    round repeats on any machine; each trial draws a new point."""
+    from orchestrator.tuning.settings import TuneConf
+    from orchestrator.tuning.study import open_study
+    from orchestrator.tuning.worker import ask_next
+
+    space = {"optim.lr": ParamConf(low=1e-4, high=1e-3, log=True), "targets": ParamConf(choices=["a", "b", "c"])}
+    settings = TuneConf(space=space, sampler="tpe", budget_runs=8)
+    dists = spaces.distributions(space)
+
+    def draws(url: str, workers: bool) -> list[dict]:
+        open_study(url, "tune-x", settings, create=True)
+        first = open_study(url, "tune-x", settings)
+        t0 = ask_next(first, settings, dists)
+        second = open_study(url, "tune-x", settings) if workers else first  # loaded after trial 0
+        t1 = ask_next(second, settings, dists)
+        return [t0.params, t1.params]
+
+    two = draws(f"sqlite:///{tmp_path / 'two.db'}", workers=True)
+    one = draws(f"sqlite:///{tmp_path / 'one.db'}", workers=False)
+    assert two == one and two[0] != two[1]
+
+
 def test_trial_order_is_the_studys_not_the_start_times(tmp_path):
     """Two workers start two trials in the same second: the campaign's "first PASS" and its table
     follow the study's trial numbers (what the workers stop on), whichever run row was created

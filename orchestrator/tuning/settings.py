@@ -67,7 +67,7 @@ class TuneConf:
     workers: int = 1  # trials at once: local processes or SLURM array tasks
     launcher: str = "local"  # local | slurm | submitit_local
     study: Optional[str] = None  # default: tune-<exp>; also the trials' sweep_id
-    seed: int = 0  # the sampler's (each worker offsets it)
+    seed: int = 0  # the sampler's; trial n draws with seed + n (tuning/worker.py)
     sampler: str = "tpe"  # tpe | random
     stop_on_pass: bool = True  # the campaign ends at the first run whose verdict is PASS
     heartbeat_s: int = 10  # a running trial's heartbeat in the study ...

@@ -74,8 +74,9 @@ def storage(url: str, settings: TuneConf):
 
 
 def sampler(settings: TuneConf, offset: int):
-    """The sampler of one worker: seeded by tune.seed plus an offset (worker index, trials so
-    far), so parallel workers and re-runs do not draw the same first points."""
+    """A sampler seeded by tune.seed plus `offset`: the number of the trial it is about to draw
+    (tuning/worker.py), so no two trials draw the same random point and none depends on which
+    worker asked."""
     import optuna
 
     seed = settings.seed + offset
@@ -97,7 +98,7 @@ def pruner(settings: TuneConf):
     return median
 
 
-def open_study(url: str, name: str, settings: TuneConf, *, offset: int = 0, create: bool = False,
+def open_study(url: str, name: str, settings: TuneConf, *, create: bool = False,
                attrs: dict[str, Any] | None = None):
     """The study `name` (created once, by the command, before workers start; workers load it)."""
     import optuna
@@ -105,11 +106,11 @@ def open_study(url: str, name: str, settings: TuneConf, *, offset: int = 0, crea
     store = storage(url, settings)
     if create:
         study = optuna.create_study(storage=store, study_name=name, direction="minimize", load_if_exists=True,
-                                    sampler=sampler(settings, offset), pruner=pruner(settings))
+                                    sampler=sampler(settings, 0), pruner=pruner(settings))
         for key, value in (attrs or {}).items():
             study.set_user_attr(key, value)
         return study
-    return optuna.load_study(storage=store, study_name=name, sampler=sampler(settings, offset),
+    return optuna.load_study(storage=store, study_name=name, sampler=sampler(settings, 0),
                              pruner=pruner(settings))
 
 

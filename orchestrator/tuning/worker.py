@@ -83,9 +83,7 @@ def run_worker(campaign: Campaign, index: int) -> None:
     """Trials until `stop_reason`; one at a time, in this process."""
     from orchestrator.tuning.study import open_study, recover
 
-    study = open_study(campaign.url, campaign.name, campaign.settings, offset=1000 * index)
-    if study.trials:  # a continued study: offset by its trials, so the first random draws are new ones
-        study = open_study(campaign.url, campaign.name, campaign.settings, offset=1000 * index + len(study.trials))
+    study = open_study(campaign.url, campaign.name, campaign.settings)
     distributions = spaces.distributions(campaign.settings.space)
     while True:
         with ask_lock(campaign):  # check the budget and ask as one step: K workers never overshoot it
@@ -94,11 +92,22 @@ def run_worker(campaign: Campaign, index: int) -> None:
             if reason is not None:
                 log.info("worker %d: %s", index, reason)
                 return
-            trial = study.ask(distributions)
+            trial = ask_next(study, campaign.settings, distributions)
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("pid", os.getpid())
         if not repeat_of_finished(study, trial):
             run_trial(study, trial, campaign)
+
+
+def ask_next(study, settings: TuneConf, distributions):
+    """The study's next trial, drawn by a sampler seeded with the number it gets (call it under
+    `ask_lock`), not by the worker: given the same finished trials, trial n draws the same point
+    whichever worker asks and whenever that worker started, so a campaign's random startup trials
+    repeat on another machine; a continued study draws new points."""
+    from orchestrator.tuning.study import sampler
+
+    study.sampler = sampler(settings, len(study.get_trials(deepcopy=False)))
+    return study.ask(distributions)
 
 
 @contextlib.contextmanager
