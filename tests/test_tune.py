@@ -214,6 +214,29 @@ def test_a_trials_draw_depends_on_its_number_not_on_the_worker_that_asks(tmp_pat
     assert two == one and two[0] != two[1]
 
 
+def test_a_trial_whose_worker_died_says_how_the_campaign_takes_it_up(tmp_path):
+    """A trial's run left `running` by a dead worker (its lock free) reads `interrupted` in the
+    block, with the advice that fits a trial: re-run the tune command, which resumes it."""
+    from orchestrator.artifacts.run_folder import RunFolder
+
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    store = Store(url)
+    store.create_run(experiment="e", config={"output_dir": str(tmp_path / "outputs")}, config_hash="h", model_id="m",
+                     targets=[], target_summary="", lr=1e-4, steps=10, dora=False, git_commit=None, run_id="dead",
+                     sweep_id="tune-e")
+    store.close()
+    folder = RunFolder(tmp_path / "outputs", "dead")
+    folder.path.mkdir(parents=True)
+    folder.lock.touch()  # a lock file nobody holds: the worker that trained it is gone
+    out = tmp_path / "EXPERIMENTS.md"
+    cli_main(["report", "--registry", url, "--output", str(out)])
+    text = out.read_text()
+    block = text[text.index("<!-- BEGIN GENERATED: tune -->"):text.index("<!-- END GENERATED: tune -->")]
+    row = next(line for line in block.splitlines() if "| dead |" in line)
+    assert "| interrupted |" in row and "lock free" in row
+    assert "re-running the \\`orchestrator tune\\` command retries its trial and resumes this run" in row
+
+
 def test_trial_order_is_the_studys_not_the_start_times(tmp_path):
     """Two workers start two trials in the same second: the campaign's "first PASS" and its table
     follow the study's trial numbers (what the workers stop on), whichever run row was created

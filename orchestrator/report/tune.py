@@ -170,6 +170,14 @@ def _family(runs: Sequence[Run], data) -> Callable[[Run], object]:
     return family_judge(runs, data.utterances, root=data.root, default=data.criteria)
 
 
+def _stopped(run: Run) -> str:
+    """Why a trial's run ended early; for one whose worker died, how the campaign takes it up."""
+    why = run.stop_reason or run.failure_reason or ""
+    if run.status == RunStatus.INTERRUPTED:
+        why += "; re-running the `orchestrator tune` command retries its trial and resumes this run"
+    return why
+
+
 def _section(name: str, runs: list[Run], verdict_of) -> str:
     result = campaign_verdict(runs, verdict_of)
     varied = _varied([r.config for r in runs])
@@ -188,7 +196,7 @@ def _section(name: str, runs: list[Run], verdict_of) -> str:
                      MISSING if tuned is None else str(tuned.step) + ("" if sel.within_guard else " (outside guard)"),
                      _pct(tuned.domain_wer if tuned else None),
                      MISSING if sel is None or sel.regression is None else f"{sel.regression:+.2f}",
-                     verdict, run.stop_reason or run.failure_reason or ""])
+                     verdict, _stopped(run)])
         if tuned is not None and tuned.domain_wer is not None:
             if sel.within_guard:  # the best so far as the study compares trials: on the dev set if there is one
                 best = min(best, 100 * _picking_wer(tuned))
