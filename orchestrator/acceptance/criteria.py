@@ -42,7 +42,7 @@ def _pts(value: float, signed: bool = False) -> str:
 
 
 def _interval_text(low: float, high: float, conf: CriteriaConf) -> str:
-    return f"{100 * conf.confidence:.4g}% CI [{_pts(low, True)}, {_pts(high, True)}]"
+    return f"{conf.confidence_text} CI [{_pts(low, True)}, {_pts(high, True)}]"
 
 
 def _guard_note(selection: Selection | None, conf: CriteriaConf) -> str:
@@ -190,7 +190,7 @@ def stability(bound: RangeBound | None, conf: CriteriaConf, window: list, cols: 
         return Verdict("stability", PASS if ok else FAIL, f"{_pts(spread)} pts",
                        f"{steps}; point estimate, no per-utterance data", threshold)
     status, why = _three_way(bound.low, bound.high, thr, upper=True)
-    value = f"{_pts(bound.observed)} pts ({100 * conf.confidence:.4g}% CI [{_pts(bound.low)}, {_pts(bound.high)}])"
+    value = f"{_pts(bound.observed)} pts ({conf.confidence_text} CI [{_pts(bound.low)}, {_pts(bound.high)}])"
     return Verdict("stability", status, value, f"{why}; {steps}; {bound.note}", threshold)
 
 

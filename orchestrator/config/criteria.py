@@ -58,6 +58,12 @@ class CriteriaConf:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def confidence_text(self) -> str:
+        """The confidence as every report prints it: "95%", "98.75%", "98.33%" (never rounded to
+        a level it was not judged at)."""
+        return f"{100 * self.confidence:.4g}%"
+
     def family_wise(self, looks: int) -> CriteriaConf:
         """These thresholds for one of `looks` verdicts of which any could be the one reported (a
         tune campaign ends at whichever trial passes): each judged at confidence

@@ -94,7 +94,7 @@ def campaign_verdict(runs: Sequence[Run], verdict_of: Callable[[Run], object]) -
     passes = sum(compute(r)[1] for r in runs)
     cost = f"{len(runs)} run(s), {steps} train steps, {passes} evaluation passes"
     looks = campaign_looks(runs)
-    family = (f"every trial judged at {100 * verdict_of(runs[0]).thresholds.confidence:.4g}% confidence, "
+    family = (f"every trial judged at {verdict_of(runs[0]).thresholds.confidence_text} confidence, "
               f"Bonferroni over {looks} possible trials, so that the campaign's chance of a lucky PASS stays "
               f"within {100 * (1 - verdict_of(runs[0]).thresholds.confidence) * looks:.3g}%") if looks > 1 else None
     for n, run in enumerate(runs, 1):
@@ -126,7 +126,7 @@ def _evidence(v) -> str:
         if d.delta is not None:
             text += f" ({d.delta:+.2f} points"
             if d.ci_low is not None and d.ci_high is not None:
-                text += f", {100 * v.thresholds.confidence:g}% CI {d.ci_low:+.2f} to {d.ci_high:+.2f}"
+                text += f", {v.thresholds.confidence_text} CI {d.ci_low:+.2f} to {d.ci_high:+.2f}"
             text += ")"
         parts.append(text)
     if h is not None and h.delta is not None:

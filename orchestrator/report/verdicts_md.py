@@ -100,7 +100,7 @@ def _verdict_section(run: Run, verdict: RunVerdict) -> str:
         lines.append("- External run (entered with `orchestrator record`): judged on what it reported.")
     comparison = _table(
         ["Manifest", "Baseline WER %", "Tuned WER %", "Delta (pts)",
-         f"{100 * verdict.thresholds.confidence:.4g}% CI (pts)", "P(improvement)", "How"],
+         f"{verdict.thresholds.confidence_text} CI (pts)", "P(improvement)", "How"],
         [_comparison_row(c) for c in verdict.comparisons.values()],
         align="lrrrrrl",
     )
