@@ -167,6 +167,8 @@ def tune_sections(data) -> str:
 
 
 def _family(runs: Sequence[Run], data) -> Callable[[Run], object]:
+    if campaign_looks(runs) <= 1:  # family-wise over one look is the run's own verdict: judged already
+        return data.verdict
     return family_judge(runs, data.utterances, root=data.root, default=data.criteria)
 
 
