@@ -73,13 +73,13 @@ def storage(url: str, settings: TuneConf):
                             fix="check the registry URL and that the database is reachable") from exc
 
 
-def sampler(settings: TuneConf, offset: int):
-    """A sampler seeded by tune.seed plus `offset`: the number of the trial it is about to draw
-    (tuning/worker.py), so no two trials draw the same random point and none depends on which
-    worker asked."""
+def sampler(settings: TuneConf, number: int):
+    """A sampler seeded by tune.seed plus `number`, that of the trial it is about to draw
+    (tuning/worker.ask_next), so no two trials draw the same random point and none depends on
+    which worker asked."""
     import optuna
 
-    seed = settings.seed + offset
+    seed = settings.seed + number
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # TPE reads the constraints Trial.set_constraint recorded (Optuna >= 5): infeasible trials never lead
