@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 DEVICES = ("auto", "cpu", "cuda")  # config/schema.Device, without importing Hydra here
+PRECISIONS = ("fp32", "bf16", "fp16")  # config/schema.Precision
 
 
 def register(sub) -> None:
@@ -13,6 +14,7 @@ def register(sub) -> None:
     p.add_argument("--manifest", required=True, type=Path, help="JSONL manifest to evaluate")
     p.add_argument("--model", help="base model id or folder (default: the run's)")
     p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--precision", choices=PRECISIONS, help="fp32, bf16 or fp16 autocast (default: the run's)")
     p.add_argument("--json", action="store_true",
                    help="wer (a fraction, as in the registry), eval_loss, utterances, manifest, adapter")
 
@@ -20,7 +22,7 @@ def register(sub) -> None:
 def run(args) -> None:
     from orchestrator.training.inference import evaluate_manifest, load_adapter
 
-    loaded = load_adapter(args.adapter, model_id=args.model, device=args.device)
+    loaded = load_adapter(args.adapter, model_id=args.model, device=args.device, precision=args.precision)
     result = evaluate_manifest(loaded, args.manifest, progress=not args.json)
     if args.json:
         print(json.dumps({"wer": result.wer, "eval_loss": result.loss, "utterances": result.n,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.commands.eval import DEVICES
+from orchestrator.commands.eval import DEVICES, PRECISIONS
 
 
 def register(sub) -> None:
@@ -12,6 +12,7 @@ def register(sub) -> None:
     p.add_argument("audio", nargs="+", help="audio files")
     p.add_argument("--model", help="base model id or folder (default: the run's)")
     p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--precision", choices=PRECISIONS, help="fp32, bf16 or fp16 autocast (default: the run's)")
 
 
 def run(args) -> None:
@@ -21,6 +22,6 @@ def run(args) -> None:
         audio_info(path)
     from orchestrator.training.inference import load_adapter, transcribe
 
-    loaded = load_adapter(args.adapter, model_id=args.model, device=args.device)
+    loaded = load_adapter(args.adapter, model_id=args.model, device=args.device, precision=args.precision)
     for path, text in zip(args.audio, transcribe(loaded, args.audio)):
         print(f"{path}\t{' '.join(text.splitlines()).replace(chr(9), ' ')}")

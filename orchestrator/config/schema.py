@@ -53,6 +53,14 @@ class Device(Choice):
     cuda = "cuda"
 
 
+class Precision(Choice):
+    """How a run computes (training, every evaluation, `eval`, `transcribe`); training/precision.py."""
+
+    fp32 = "fp32"  # float32 (TF32 matmuls on Ampere+ GPUs)
+    bf16 = "bf16"  # bfloat16 autocast, float32 weights and optimizer state
+    fp16 = "fp16"  # float16 autocast with a gradient scaler
+
+
 @dataclass
 class ModelConf:
     name: str = MISSING
@@ -111,6 +119,7 @@ class OptimConf:
     seed: int = 42
     cache_encoder: str = "auto"  # auto | off: a frozen encoder's states computed once per utterance (encoder_cache.py)
     cache_encoder_max_mb: float = 4096.0  # above this the cache is not built (every step runs the encoder)
+    log_every: int = 10  # steps between host reads of loss and grad norm (progress, non-finite check): no per-step sync
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
 
 
@@ -125,6 +134,7 @@ class DataConf:
     speaker_overlap: SpeakerOverlap = SpeakerOverlap.warn  # evaluation speakers who also speak in training
     replay_manifest: Optional[str] = None  # general speech mixed into every training batch
     replay_fraction: float = 0.0  # share of each training batch drawn from replay_manifest
+    prefetch: int = 2  # training batches prepared ahead on a background thread (0: on the main thread)
 
 
 @dataclass
@@ -134,6 +144,9 @@ class EvalConf:
     heldout_manifest: str = "data/heldout_manifest.jsonl"
     batch_size: int = 16
     select_manifest: Optional[str] = None  # dev set that picks the checkpoint (WER only); verdicts stay honest
+    # padded seconds of audio per evaluation batch (longest first); null: batch_size utterances on the
+    # CPU, evaluate.CUDA_BATCH_SECONDS on a GPU
+    batch_seconds: Optional[float] = None
 
 
 @dataclass
@@ -154,6 +167,7 @@ class RunConf:
     experiment: Optional[str] = None  # defaults to the chosen `exp` file's name
     output_dir: str = "outputs"
     device: Device = Device.auto
+    precision: Precision = Precision.fp32  # in the run's identity: it changes what a run computes
     rerun: bool = False  # run again even if an identical configuration already finished
 
 

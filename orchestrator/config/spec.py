@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from orchestrator.errors import ConfigError
 from orchestrator.config.compose import compose
 from orchestrator.config.schema import (AdapterConf, CriteriaConf, DataConf, Device, EarlyStoppingConf, EvalConf,
-                                        ModelConf, OptimConf, RegistryConf, RunConf, TargetsConf)
+                                        ModelConf, OptimConf, Precision, RegistryConf, RunConf, TargetsConf)
 
 DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 OPTIMIZER_ARGS = ("params", "lr", "weight_decay")  # what training/optim.py passes
@@ -30,8 +30,10 @@ EARLY_STOPPING_METRICS = ("dev_loss", "select_wer")
 __all__ = ["RunSpec", "build_spec", "compose", "spec_from_overrides", "identity_hash", "manifests_of"]
 # Keys that do not change what a run computes, so they stay out of its identity hash.
 NOT_IDENTITY = ("registry", "output_dir", "device", "rerun")
-# optim keys that only choose how to compute it (the encoder cache: same results to float rounding)
-NOT_IDENTITY_OPTIM = ("cache_encoder", "cache_encoder_max_mb")
+# keys that only choose how to compute it: the encoder cache (same results to float rounding), how
+# often the host reads the loss, how far ahead batches are prepared (the same batches either way)
+NOT_IDENTITY_OPTIM = ("cache_encoder", "cache_encoder_max_mb", "log_every")
+NOT_IDENTITY_DATA = ("prefetch",)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class RunSpec:
     criteria: CriteriaConf
     output_dir: str
     device: Device
+    precision: Precision
     rerun: bool
     config: dict[str, Any]  # the resolved config, as saved beside the run's artifacts
     config_hash: str
@@ -134,6 +137,12 @@ def validate(c: RunConf) -> None:
     _check(o.grad_clip > 0, "optim.grad_clip", f"must be > 0, got {o.grad_clip}", "set optim.grad_clip=1.0")
     _check(o.cache_encoder in ("auto", "off"), "optim.cache_encoder", f"must be auto or off, got {o.cache_encoder!r}",
            "set optim.cache_encoder=auto")
+    _check(o.log_every >= 1, "optim.log_every", f"must be >= 1 step, got {o.log_every}", "set optim.log_every=10")
+    _check(c.data.prefetch >= 0, "data.prefetch", f"must be >= 0 batches, got {c.data.prefetch}",
+           "set data.prefetch=2 (0: prepare each batch on the main thread)")
+    _check(e.batch_seconds is None or (e.batch_seconds > 0 and math.isfinite(e.batch_seconds)), "eval.batch_seconds",
+           f"must be a finite number of seconds > 0, or null, got {e.batch_seconds}",
+           "set eval.batch_seconds=null (batch_size utterances on the CPU) or e.g. 2048")
     _check(o.cache_encoder_max_mb >= 0, "optim.cache_encoder_max_mb", f"must be >= 0, got {o.cache_encoder_max_mb}",
            "set optim.cache_encoder_max_mb=4096")
     validate_early_stopping(o.early_stopping, e.select_manifest)
@@ -201,8 +210,9 @@ def identity_hash(config: dict[str, Any]) -> str:
     from orchestrator import __version__
 
     keyed = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
-    if isinstance(keyed.get("optim"), dict):
-        keyed["optim"] = {k: v for k, v in keyed["optim"].items() if k not in NOT_IDENTITY_OPTIM}
+    for group, left_out in (("optim", NOT_IDENTITY_OPTIM), ("data", NOT_IDENTITY_DATA)):
+        if isinstance(keyed.get(group), dict):
+            keyed[group] = {k: v for k, v in keyed[group].items() if k not in left_out}
     manifests = manifests_of(config["data"], config["eval"])
     keyed["_identity"] = {"manifests": [_content(p) for p in manifests.values()], "version": __version__}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()

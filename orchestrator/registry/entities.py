@@ -144,6 +144,11 @@ class Run:
     host: str | None = None  # where that process runs (hostname) and its pid
     pid: int | None = None
     stop_reason: str | None = None  # why it ended before optim.steps (early stopping, pruned)
+    device: str | None = None  # where it computed, e.g. "cuda (NVIDIA H100 80GB HBM3)" (training/telemetry.py)
+    precision: str | None = None  # fp32 | bf16 | fp16
+    peak_memory_mb: float | None = None  # CUDA peak allocated, else the process's peak RSS
+    train_utts_per_s: float | None = None  # training utterances per second of step time
+    eval_realtime_x: float | None = None  # seconds of audio evaluated per second of wall time
 
     def artifact(self, kind: str) -> Artifact | None:
         """The artifact of `kind` (e.g. "lora_adapter_best"), if the run recorded one."""
@@ -211,4 +216,9 @@ class Run:
             "host": self.host,
             "pid": self.pid,
             "stop_reason": self.stop_reason,
+            "device": self.device,
+            "precision": self.precision,
+            "peak_memory_mb": self.peak_memory_mb,
+            "train_utts_per_s": self.train_utts_per_s,
+            "eval_realtime_x": self.eval_realtime_x,
         }

@@ -58,6 +58,12 @@ class SqlRun(Base):
     host: Mapped[str | None] = mapped_column(String(255))
     pid: Mapped[int | None]
     stop_reason: Mapped[str | None] = mapped_column(Text)  # why it ended before optim.steps (0004)
+    # 0005: what it cost (training/telemetry.py): where and how it computed, peak memory, speed
+    device: Mapped[str | None] = mapped_column(String(255))
+    precision: Mapped[str | None] = mapped_column(String(16))
+    peak_memory_mb: Mapped[float | None]
+    train_utts_per_s: Mapped[float | None]
+    eval_realtime_x: Mapped[float | None]
 
     intervals: Mapped[list[SqlInterval]] = relationship(
         order_by="SqlInterval.step", cascade="all, delete-orphan", passive_deletes=True

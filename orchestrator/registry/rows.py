@@ -30,7 +30,8 @@ JUDGED_FIELDS = ("step", "eval_loss", "domain_wer", "heldout_wer", "select_wer")
 RUN_COLUMNS = ("id", "experiment", "status", "config", "config_hash", "model_id", "targets", "target_summary",
                "lr", "steps", "dora", "git_commit", "data_stats", "started_at", "ended_at", "failure_reason",
                "external", "criteria", "target_report", "annotation_status", "annotation_note", "sweep_id",
-               "heartbeat_at", "host", "pid", "stop_reason")
+               "heartbeat_at", "host", "pid", "stop_reason", "device", "precision", "peak_memory_mb",
+               "train_utts_per_s", "eval_realtime_x")
 ARTIFACT_COLUMNS = ("kind", "path", "sha256", "step", "created_at")
 CHECK_COLUMNS = ("name", "passed", "details", "created_at")
 SPLITS = ("domain", "heldout", "select")  # "select": the dev set, eval.select_manifest
@@ -92,7 +93,8 @@ def _to_run(values: Sequence[Any], intervals: Iterable[Interval], artifacts: Ite
     artifacts' and checks' values (ARTIFACT_COLUMNS, CHECK_COLUMNS)."""
     (run_id, experiment, status, config, config_hash, model_id, targets, target_summary, lr, steps, dora,
      git_commit, data_stats, started_at, ended_at, failure_reason, external, criteria, target_report,
-     annotation_status, annotation_note, sweep_id, heartbeat_at, host, pid, stop_reason) = values
+     annotation_status, annotation_note, sweep_id, heartbeat_at, host, pid, stop_reason, device, precision,
+     peak_memory_mb, train_utts_per_s, eval_realtime_x) = values
     return Run(
         id=run_id,
         experiment=experiment,
@@ -123,6 +125,11 @@ def _to_run(values: Sequence[Any], intervals: Iterable[Interval], artifacts: Ite
         host=host,
         pid=pid,
         stop_reason=stop_reason,
+        device=device,
+        precision=precision,
+        peak_memory_mb=peak_memory_mb,
+        train_utts_per_s=train_utts_per_s,
+        eval_realtime_x=eval_realtime_x,
     )
 
 

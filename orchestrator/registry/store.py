@@ -77,6 +77,8 @@ class Store(StoreReads):
         target_report: dict[str, Any] | None = None,
         external: bool = False,
         sweep_id: str | None = None,
+        device: str | None = None,
+        precision: str | None = None,
     ) -> Run:
         """Record a new run with status "running" and return it.
 
@@ -104,6 +106,8 @@ class Store(StoreReads):
             criteria=criteria,
             target_report=target_report,
             sweep_id=sweep_id,
+            device=device,
+            precision=precision,
             heartbeat_at=started_at,
             host=socket.gethostname(),
             pid=os.getpid(),
@@ -269,11 +273,21 @@ class Store(StoreReads):
         self._update_run(run_id, status=str(status), failure_reason=reason, stop_reason=stop_reason,
                          ended_at=_now())
 
-    def reopen(self, run_id: str) -> None:
+    def reopen(self, run_id: str, *, device: str | None = None) -> None:
         """Mark a run `running` again (it is being resumed) by this process: clears its end time
-        and failure, and takes over its heartbeat."""
+        and failure, and takes over its heartbeat (and `device`, where it resumes)."""
+        where = {} if device is None else {"device": device}
         self._update_run(run_id, status=str(RunStatus.RUNNING), failure_reason=None, stop_reason=None, ended_at=None,
-                         **_beat())
+                         **where, **_beat())
+
+    def record_telemetry(self, run_id: str, *, peak_memory_mb: float | None = None,
+                         train_utts_per_s: float | None = None, eval_realtime_x: float | None = None) -> None:
+        """What the run cost so far (training/telemetry.py), replacing the last values given; a
+        value left None keeps what is recorded."""
+        values = {k: float(v) for k, v in dict(peak_memory_mb=peak_memory_mb, train_utts_per_s=train_utts_per_s,
+                                               eval_realtime_x=eval_realtime_x).items() if v is not None}
+        if values:
+            self._update_run(run_id, **values)
 
     def heartbeat(self, run_id: str) -> None:
         """Record that this process is alive and training `run_id` (one small UPDATE; the

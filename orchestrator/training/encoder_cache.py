@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from orchestrator.config.schema import OptimConf
-from orchestrator.data.batching import AudioBank, label_ids, model_inputs, raw_audio_layout
+from orchestrator.data.batching import AudioBank, label_ids, model_inputs, raw_audio_layout, to_device
 from orchestrator.data.manifest import Utterance
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class EncoderCache:
             start, saturated = self.offset[p]
             states[row, :n] = self.flat[start:start + n] if n == saturated else partial[(p, n)]
             mask[row, :n] = True
-        labels = label_ids(self.processor.tokenizer, [u.text for u in utts]).to(self.device)
+        labels = to_device(label_ids(self.processor.tokenizer, [u.text for u in utts]), self.device)
         return {"encoder_outputs": MoonshineStreamingEncoderModelOutput(last_hidden_state=states, attention_mask=mask),
                 "labels": labels}
 

@@ -1,10 +1,15 @@
 """Batched decoding of a manifest, corpus WER (jiwer) + per-utterance errors.
 
 Text is compared after orchestrator.textnorm.normalize, applied to references and hypotheses alike.
+Batches are longest first: `batch_size` utterances each, or (`batch_seconds`, what a GPU gets by
+default: CUDA_BATCH_SECONDS) as many as fit that many seconds of padded audio, so short utterances
+share big batches and long ones small ones. Forward passes and generation run in the run's
+precision (training/precision.py).
 """
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,9 +17,16 @@ import jiwer
 import torch
 from tqdm.auto import tqdm
 
+from orchestrator.config.schema import EvalConf
 from orchestrator.data.batching import AudioBank, model_inputs
 from orchestrator.data.manifest import Utterance
 from orchestrator.data.textnorm import normalize
+from orchestrator.training import precision as precisions
+
+# Padded audio seconds per evaluation batch on a GPU when eval.batch_seconds is not set: 256
+# utterances of 8 s (the batch Moonshine's own Open ASR numbers use) in about 1 GB of activations
+# and KV cache for streaming-tiny in bf16.
+CUDA_BATCH_SECONDS = 2048.0
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,8 @@ class EvalResult:
     wer: float
     loss: float
     utterances: tuple[UtteranceResult, ...]
+    seconds: float = 0.0  # wall time of the decoding (device work included)
+    audio_seconds: float = 0.0  # the speech it decoded
 
     @property
     def n(self) -> int:
@@ -53,6 +67,28 @@ def token_budget(batch: Sequence[Utterance], tokens_per_second: float) -> int:
     return math.ceil(max(u.duration for u in batch) * tokens_per_second) + 4
 
 
+def batch_seconds_for(eval_conf: EvalConf, device: torch.device) -> float | None:
+    """The padded-seconds budget of an evaluation batch on `device` (None: eval.batch_size utterances)."""
+    if eval_conf.batch_seconds is not None:
+        return float(eval_conf.batch_seconds)
+    return CUDA_BATCH_SECONDS if device.type == "cuda" else None
+
+
+def eval_batches(utts: Sequence[Utterance], *, batch_size: int, batch_seconds: float | None = None) -> list[list[int]]:
+    """Indices of `utts` in longest-first batches: `batch_size` each, or with `batch_seconds`, as
+    many as keep (utterances x the batch's longest duration) within it (at least one each)."""
+    order = sorted(range(len(utts)), key=lambda i: -utts[i].duration)
+    if batch_seconds is None:
+        return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * utts[batches[-1][0]].duration <= batch_seconds:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 @dataclass(frozen=True)
 class Decoded:
     texts: list[str]  # raw decoded text, in the order of the utterances given
@@ -62,30 +98,32 @@ class Decoded:
 @torch.no_grad()
 def decode(model, processor, bank: AudioBank, utts: Sequence[Utterance], *, batch_size: int,
            tokens_per_second: float, device: torch.device, with_loss: bool = True, desc: str = "decode",
-           progress: bool = True) -> Decoded:
-    """Longest-first batches, so each batch pads little and gets a token budget bound to its own
-    longest utterance; one generate per batch. With the loss, the batch is encoded once: the loss
-    pass decodes from a copy of the encoder states and generate from the originals (bit-identical
-    to two encoder passes: tests/test_inference.py)."""
+           progress: bool = True, batch_seconds: float | None = None, precision: str = "fp32") -> Decoded:
+    """Longest-first batches (eval_batches), so each batch pads little and gets a token budget bound
+    to its own longest utterance; one generate per batch. With the loss, the batch is encoded once:
+    the loss pass decodes from a copy of the encoder states and generate from the originals
+    (bit-identical to two encoder passes: tests/test_inference.py)."""
     model.eval()
     bank.prepare(u.audio_filepath for u in utts)  # the manifest's audio, from the disk cache when there is one
-    order = sorted(range(len(utts)), key=lambda i: -utts[i].duration)
     texts: dict[int, str] = {}
-    loss_sum, token_count = 0.0, 0
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    # summed on the device (float64, as Python floats would), read once at the end: no sync per batch
+    loss_sum = token_count = torch.zeros((), dtype=torch.float64, device=device)
+    batches = eval_batches(utts, batch_size=batch_size, batch_seconds=batch_seconds)
     for idx in tqdm(batches, desc=desc, unit="batch", leave=False, disable=not progress):
         batch = [utts[i] for i in idx]
         inputs = model_inputs(processor, bank, batch, device, with_labels=with_loss)
-        if with_loss:  # one encoder pass feeds both the loss and generate
-            labels = inputs.pop("labels")
-            encoded = model.get_encoder()(**inputs)
-            n_tokens = int((labels != -100).sum())
-            loss_sum += float(model(encoder_outputs=_fresh(encoded), labels=labels).loss) * n_tokens
-            token_count += n_tokens
-            inputs = {"encoder_outputs": encoded}  # the last use: generate may change it in place
-        generated = model.generate(**inputs, max_new_tokens=token_budget(batch, tokens_per_second))
+        with precisions.autocast(device, precision):
+            if with_loss:  # one encoder pass feeds both the loss and generate
+                labels = inputs.pop("labels")
+                encoded = model.get_encoder()(**inputs)
+                n_tokens = (labels != -100).sum().double()
+                loss_sum = loss_sum + model(encoder_outputs=_fresh(encoded), labels=labels).loss.double() * n_tokens
+                token_count = token_count + n_tokens
+                inputs = {"encoder_outputs": encoded}  # the last use: generate may change it in place
+            generated = model.generate(**inputs, max_new_tokens=token_budget(batch, tokens_per_second))
         texts.update(zip(idx, processor.batch_decode(generated, skip_special_tokens=True)))
-    loss = loss_sum / token_count if token_count else math.nan
+    tokens = float(token_count)
+    loss = float(loss_sum) / tokens if tokens else math.nan
     return Decoded([texts[i] for i in range(len(utts))], loss)
 
 
@@ -98,14 +136,23 @@ def _fresh(encoded):
 
 def evaluate(model, processor, bank: AudioBank, utts: Sequence[Utterance], *, batch_size: int,
              tokens_per_second: float, device: torch.device, desc: str = "eval",
-             progress: bool = True, with_loss: bool = True) -> EvalResult:
+             progress: bool = True, with_loss: bool = True, batch_seconds: float | None = None,
+             precision: str = "fp32") -> EvalResult:
     """Decode and score `utts`: corpus WER, per-utterance errors and (`with_loss`) the
-    teacher-forced loss, a second decoder pass per batch (nan without it)."""
+    teacher-forced loss, a second decoder pass per batch (nan without it); timed."""
+    from orchestrator.training.telemetry import synchronize
+
+    synchronize(device)
+    started = time.perf_counter()
     decoded = decode(model, processor, bank, utts, batch_size=batch_size, tokens_per_second=tokens_per_second,
-                     device=device, with_loss=with_loss, desc=desc, progress=progress)
+                     device=device, with_loss=with_loss, desc=desc, progress=progress,
+                     batch_seconds=batch_seconds, precision=precision)
+    synchronize(device)
+    seconds = time.perf_counter() - started
     references = [normalize(u.text) for u in utts]
     hypotheses = [normalize(text) for text in decoded.texts]
     wer, errors, words = word_errors(references, hypotheses)
     results = tuple(UtteranceResult(u.audio_filepath, r, h, e, w)
                     for u, r, h, e, w in zip(utts, references, hypotheses, errors, words))
-    return EvalResult(wer=wer, loss=decoded.loss, utterances=results)
+    return EvalResult(wer=wer, loss=decoded.loss, utterances=results, seconds=seconds,
+                      audio_seconds=sum(u.duration for u in utts))

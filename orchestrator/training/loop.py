@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import itertools
 import logging
 import math
@@ -23,16 +24,20 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from orchestrator.training.optim import build_optimizer, build_scheduler
+from orchestrator.training.steps import Steps
 
 from orchestrator.training import adapter as adapters
 from orchestrator.training import checkpoint, encoder_cache, modeling, targets
+from orchestrator.training import precision as precisions
+from orchestrator.training.telemetry import Telemetry, describe, reset_peak
 from orchestrator.training.early_stopping import CHECK as EARLY_STOPPING, EarlyStopping
 from orchestrator.registry import liveness
 from orchestrator.artifacts.atomic import check_output_dir, save_adapter, write_text_atomic
 from orchestrator.artifacts.run_folder import BEST_ADAPTER, LAST_ADAPTER, RunFolder
 from orchestrator.data.batching import AudioBank, training_stream
+from orchestrator.data.prefetch import Prefetcher
 from orchestrator.errors import OrchestratorError
-from orchestrator.training.evaluate import EvalResult, evaluate
+from orchestrator.training.evaluate import EvalResult, batch_seconds_for, evaluate
 from orchestrator.data.manifest import TRAINING_SPLITS, Filtered, load_splits as read_splits, overlap
 from orchestrator.data.manifest_compare import orthography, orthography_differences, shared_speakers
 from orchestrator.data.speakers import speaker_ids
@@ -175,6 +180,7 @@ def run(spec: RunSpec, store: Store, *, progress: bool = True, sweep_id: str | N
         return previous.id
     splits = load_splits(spec)
     device = modeling.resolve_device(spec.device)
+    precisions.setup(device, spec.precision)  # refuses a precision the device lacks, before any row
     model, processor = modeling.load(spec.model, device)
     resolution = targets.resolve(model, spec.targets)
     torch.manual_seed(spec.optim.seed)
@@ -184,14 +190,14 @@ def run(spec: RunSpec, store: Store, *, progress: bool = True, sweep_id: str | N
 
     if previous is not None:
         log.info("resuming run %s (%s)", previous.id, previous.status)
-        store.reopen(previous.id)
+        store.reopen(previous.id, device=describe(device))
         return _run_in(spec, store, previous.id, peft_model, processor, splits, device, progress, on_interval)
     record = store.create_run(
         experiment=spec.experiment, config=spec.config, config_hash=spec.config_hash, model_id=spec.model.id,
         targets=resolution.names, target_summary=resolution.summary(), lr=spec.optim.lr,
         steps=spec.optim.steps, dora=spec.adapter.kind == "dora", git_commit=git_commit(),
         data_stats=splits.stats(), criteria=spec.config["criteria"], target_report=target_report(resolution),
-        sweep_id=sweep_id)
+        sweep_id=sweep_id, device=describe(device), precision=str(spec.precision))
     return _run_in(spec, store, record.id, peft_model, processor, splits, device, progress, on_interval)
 
 
@@ -255,12 +261,16 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
            device: torch.device, progress: bool, on_interval: IntervalHook | None = None) -> Stop | None:
     """The train loop; returns why it stopped before optim.steps (early stopping, `on_interval`), else None."""
     o = spec.optim
+    telemetry = Telemetry(device)
+    reset_peak(device)
     known = {path: digest for part in (splits.train, splits.domain, splits.heldout, splits.replay, splits.select)
              if part is not None for path, digest in part.sha256.items()}  # hashed by load_split already
     bank = AudioBank(spec.data, cache_dir=RunFolder(spec.output_dir, run_id).audio_cache, digests=known)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, o)
     scheduler = build_scheduler(optimizer, spec)
+    steps = Steps(model, optimizer, scheduler, params, grad_accum=o.grad_accum, grad_clip=o.grad_clip,
+                  device=device, precision=spec.precision, run_id=run_id)
     eval_steps = set(spec.eval_steps)
     start, consumed, resumed_losses = 0, 0, ()
     if checkpoint.exists(run_dir):  # resuming: continue exactly where the last checkpoint left off
@@ -273,7 +283,9 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
     batches = itertools.islice(stream, consumed, None)  # a pure function of data + seed: resume is exact
     for part in (splits.train.kept, replay):  # decoded once into the disk cache, one entry per manifest
         bank.prepare(u.audio_filepath for u in part)
-    step_inputs = encoder_cache.step_inputs(o, model, processor, bank, [*splits.train.kept, *replay], device)
+    amp = functools.partial(precisions.autocast, device, spec.precision)
+    with amp():  # cached encoder states are computed as the ordinary step would compute them
+        step_inputs = encoder_cache.step_inputs(o, model, processor, bank, [*splits.train.kept, *replay], device)
 
     recorded = store.get_run(run_id)
     intervals: list[Interval] = list(recorded.intervals)  # so far (a resumed run has some)
@@ -281,23 +293,28 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
     if o.early_stopping.enabled:  # its history so far is in the registry (the check), up to the checkpoint
         found = recorded.check(EARLY_STOPPING)
         stopper = EarlyStopping.resumed(o.early_stopping, found.details if found else None, upto=start)
+    eval_kw = dict(batch_size=spec.eval.batch_size, tokens_per_second=spec.model.tokens_per_second, device=device,
+                   progress=progress, batch_seconds=batch_seconds_for(spec.eval, device), precision=spec.precision)
 
     def evaluate_interval(step: int, lr: float, train_loss: float | None) -> Stop | None:
-        kw = dict(batch_size=spec.eval.batch_size, tokens_per_second=spec.model.tokens_per_second,
-                  device=device, progress=progress)
-        domain: EvalResult = evaluate(model, processor, bank, splits.domain.kept, desc=f"eval domain @{step}", **kw)
+        domain: EvalResult = evaluate(model, processor, bank, splits.domain.kept, desc=f"eval domain @{step}",
+                                      **eval_kw)
         # the registry keeps the domain eval loss only (criterion 3), so heldout skips the loss pass
         # unless early stopping on the dev loss (domain + heldout) needs it
         heldout: EvalResult = evaluate(model, processor, bank, splits.heldout.kept, desc=f"eval heldout @{step}",
-                                       with_loss=stopper is not None and stopper.needs_heldout_loss, **kw)
+                                       **{**eval_kw, "with_loss": stopper is not None and stopper.needs_heldout_loss})
         dev = None if splits.select is None else evaluate(  # the dev set picks the checkpoint: WER only
-            model, processor, bank, splits.select.kept, desc=f"eval select @{step}", with_loss=False, **kw)
+            model, processor, bank, splits.select.kept, desc=f"eval select @{step}", **{**eval_kw, "with_loss": False})
+        for result in (domain, heldout, dev):
+            if result is not None:
+                telemetry.add_eval(result.audio_seconds, result.seconds)
         point = Interval(step=step, lr=lr, train_loss=train_loss, eval_loss=domain.loss, domain_wer=domain.wer,
                          heldout_wer=heldout.wer, domain_utts=domain.n, heldout_utts=heldout.n,
                          select_wer=None if dev is None else dev.wer, select_utts=None if dev is None else dev.n)
         store.add_interval(run_id, **{k: v for k, v in point._asdict().items() if k != "created_at"},
                            utterances={"domain": domain.utterances, "heldout": heldout.utterances,
                                        **({"select": dev.utterances} if dev else {})})
+        store.record_telemetry(run_id, **telemetry.values())
         intervals[:] = [i for i in intervals if i.step != step] + [point]  # in memory: no re-read per interval
         log.info("step %d: domain WER %.2f%%  heldout WER %.2f%%  eval loss %.4f",
                  step, 100 * domain.wer, 100 * heldout.wer, domain.loss)
@@ -316,6 +333,7 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
             stop = Stop(RunStatus.COMPLETED, early) if early else None
         checkpoint.save(run_dir, step=step, model=model, optimizer=optimizer, scheduler=scheduler,
                         batches_consumed=consumed)
+        model.train()  # evaluation left it in eval mode
         # the hook sees every interval; pruning wins over early stopping at the same interval
         pruned = on_interval(list(intervals)) if on_interval is not None and step > 0 else None
         return Stop(RunStatus.PRUNED, pruned) if pruned else stop
@@ -328,41 +346,46 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
     beat = time.monotonic()
     guard = checkpoint.InterruptGuard()  # Ctrl-C inside a step: finish it, checkpoint, stop
     stop, step = None, start
-    for step in bar:
-        with guard, guard.step():
-            model.train()
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for _ in range(o.grad_accum):
-                loss = model(**step_inputs(next(batches))).loss / o.grad_accum
-                consumed += 1
-                loss.backward()
-                step_loss += loss.item()
-            if not math.isfinite(step_loss):
-                raise OrchestratorError(f"non-finite loss at step {step}", where=f"run {run_id}",
-                                        fix="lower optim.lr or check the training audio")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, o.grad_clip))
-            if not math.isfinite(grad_norm):  # a finite loss with inf/NaN gradients would poison the weights
-                raise OrchestratorError(f"non-finite gradients at step {step} (loss {step_loss:.4g})",
-                                        where=f"run {run_id}", fix="lower optim.lr or check the training audio")
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            losses.append(step_loss)
-        bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
-        if time.monotonic() - beat >= liveness.HEARTBEAT_EVERY_S:  # alive, for `runs` on other hosts
-            store.heartbeat(run_id)
-            beat = time.monotonic()
-        if step in eval_steps:
-            stop = evaluate_interval(step, lr, sum(losses) / len(losses))
-            losses.clear()
-        if guard.requested:
-            _checkpoint_on_interrupt(run_dir, step, step in eval_steps, model=model, optimizer=optimizer,
-                                     scheduler=scheduler, batches_consumed=consumed, interval_losses=losses)
-        if stop is not None:
-            break
+    model.train()
+    mark, last_lr = telemetry.clock(), scheduler.get_last_lr()[0]
+
+    def read_steps() -> None:
+        """The host's look at the steps since the last one (steps.py): losses, progress, throughput."""
+        nonlocal mark, last_lr
+        utterances, records = steps.utterances, steps.read()
+        if records:
+            now = telemetry.clock()
+            telemetry.add_train(utterances, now - mark)
+            steps.utterances, mark = 0, now
+            losses.extend(r.loss for r in records)
+            last_lr = records[-1].lr
+            bar.set_postfix(loss=f"{records[-1].loss:.4f}", lr=f"{records[-1].lr:.2e}")
+
+    with Prefetcher(batches, lambda batch: (len(batch), step_inputs(batch)), spec.data.prefetch, amp) as feed, guard:
+        for step in bar:
+            with guard.step():
+                steps.run(step, feed)
+                consumed += o.grad_accum
+            if time.monotonic() - beat >= liveness.HEARTBEAT_EVERY_S:  # alive, for `runs` on other hosts
+                store.heartbeat(run_id)
+                beat = time.monotonic()
+            at_eval = step in eval_steps
+            if at_eval or guard.requested or step % o.log_every == 0:
+                read_steps()
+            if at_eval:
+                stop = evaluate_interval(step, last_lr, sum(losses) / len(losses))
+                losses.clear()
+                mark = telemetry.clock()
+            if guard.requested:
+                _checkpoint_on_interrupt(run_dir, step, at_eval, model=model, optimizer=optimizer,
+                                         scheduler=scheduler, batches_consumed=consumed, interval_losses=losses)
+            if stop is not None:
+                break
+    if steps.skipped:
+        log.warning("fp16: the gradient scaler skipped %d steps whose gradients overflowed", steps.skipped)
     last = RunFolder.at(run_dir).last_adapter
     digest = save_adapter(model, last)
     store.add_artifact(run_id, kind=LAST_ADAPTER, path=str(last),
                        sha256=digest, step=step)
+    store.record_telemetry(run_id, **telemetry.values())
     return stop
