@@ -21,7 +21,7 @@ from orchestrator.report import (BLOCKS, collect, interval_tables, run_matrix, s
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADERS = ["Run ID", "Experiment", "Model", "Steps", "LR", "Adapter", "Target Modules", "Status", "Run state",
-           "Domain WER (baseline / tuned / final)", "Heldout WER (baseline / tuned / final)", "Note"]
+           "Domain WER (baseline / tuned / final)", "Heldout WER (baseline / tuned / final)", "Compute", "Note"]
 NASTY = "a|b\\|c `code` <script>alert(1)</script> & <!-- END GENERATED: run-matrix -->\nline two"
 
 

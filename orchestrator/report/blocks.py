@@ -7,15 +7,16 @@ from orchestrator.acceptance.verdicts import PLANNED, matrix_status
 from orchestrator.registry import Interval, Run, RunStatus
 from orchestrator.report import curves
 from orchestrator.report.collect import ReportData
-from orchestrator.report.markdown import MISSING, _inline, _lr, _num, _pct, _table
+from orchestrator.report.markdown import MISSING, _compute, _inline, _lr, _num, _pct, _table
 
 STATUS_NOTE = (
     "_Status is derived — `planned` (declared in conf/exp/, not run yet), `running`, "
     "`interrupted`, `failed` (crashed, or the verdict failed), `passed`, `inconclusive` — "
     "unless a person annotated the run (`orchestrator annotate`); a run left `running` by a "
     "process that died shows `interrupted`. Tuned = the best interval within the heldout guard "
-    "(see Verdicts). ⚠ marks a learning rate at or above 2e-4, where the seeds saw catastrophic "
-    "forgetting._"
+    "(see Verdicts). Compute: device and precision, peak memory (CUDA allocated, else the process's "
+    "peak RSS), training utterances per second, evaluation speed in x real time. ⚠ marks a "
+    "learning rate at or above 2e-4, where the seeds saw catastrophic forgetting._"
 )
 
 def run_matrix(runs: Sequence[Run] | ReportData) -> str:
@@ -35,6 +36,7 @@ def run_matrix(runs: Sequence[Run] | ReportData) -> str:
         "Run state",
         "Domain WER (baseline / tuned / final)",
         "Heldout WER (baseline / tuned / final)",
+        "Compute",
         "Note",
     ]
     rows = []
@@ -53,14 +55,15 @@ def run_matrix(runs: Sequence[Run] | ReportData) -> str:
             "external" if run.external else run.status,
             _wer_triple(picks, "domain_wer"),
             _wer_triple(picks, "heldout_wer"),
+            _compute(run),
             _note(run),
         ])
     triple = " / ".join([MISSING] * 3)
     for name in data.planned:
-        rows.append([MISSING, name, *[MISSING] * 5, PLANNED, MISSING, triple, triple, ""])
+        rows.append([MISSING, name, *[MISSING] * 5, PLANNED, MISSING, triple, triple, MISSING, ""])
     if not rows:
         return "_No runs recorded yet._"
-    return _table(headers, rows, align="lllrrllllrrl") + "\n\n" + STATUS_NOTE
+    return _table(headers, rows, align="lllrrllllrrll") + "\n\n" + STATUS_NOTE
 
 
 INTERVAL_RUNS = 25  # interval tables for the most recent runs only: at 10,000 runs they would be 68 MB

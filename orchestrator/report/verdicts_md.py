@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from orchestrator.acceptance.verdicts import MAX_TYPE, DEV_SET, NA, TITLES, Comparison, RunVerdict
 from orchestrator.registry import Run, RunStatus
 from orchestrator.report.collect import ReportData
-from orchestrator.report.markdown import MISSING, _inline, _pct, _table
+from orchestrator.report.markdown import MISSING, _compute, _inline, _pct, _table
 
 VERDICT_MATRIX_NOTE = (
     "_Every run's verdict on each acceptance criterion, oldest first (Overall `pending`: the run is "
@@ -96,6 +96,8 @@ def _verdict_section(run: Run, verdict: RunVerdict) -> str:
         lines.append(f"- Tuned: step {selection.interval.step} ({guard}), picked on the "
                      f"{'dev set (eval.select_manifest)' if selection.by == 'select' else 'domain set'}.")
     lines.append(f"- Interval of criteria 1-2: {_METHOD.get(verdict.method, verdict.method)}.")
+    if run.precision or run.peak_memory_mb is not None:
+        lines.append(f"- Compute: {_inline(_compute(run, long=True))}.")
     if run.external:
         lines.append("- External run (entered with `orchestrator record`): judged on what it reported.")
     comparison = _table(
