@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.common import CACHE, Result, machine
 
-BENCHES = ("cold_start", "report_scale", "evaluation", "train_step", "tune_vs_grid", "gpu")
+BENCHES = ("cold_start", "report_scale", "evaluation", "train_step", "hot_path", "tune_vs_grid", "gpu")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -39,31 +39,42 @@ def run(name: str, quick: bool) -> list[Result]:
         from bench import train_step
 
         out = []
-        for key, setting in train_step.SETTINGS.items():
+        for key in train_step.CPU_SETTINGS:
+            setting = train_step.SETTINGS[key]
             steps, rounds = train_step.QUICK[key] if quick else (setting.steps, setting.rounds)
             out += train_step.measure(setting, steps=steps, rounds=rounds)
         return out
+    if name == "hot_path":
+        from bench import hot_path
+
+        return hot_path.measure(steps=3, rounds=1) if quick else hot_path.measure()
     if name == "tune_vs_grid":
         from bench import tune_vs_grid
 
         return tune_vs_grid.measure()  # tiny_random: about 2 min (its compute is counted, not timed)
     from bench import gpu
 
-    return gpu.measure(n=48 if quick else 500)
+    return gpu.measure(quick=quick)
 
 
 def _cell(x: float | None, unit: str) -> str:
     return "—" if x is None else f"{x:.4g} {unit}"
 
 
-def write_results(results: list[Result], info: dict[str, str], started: datetime, minutes: float,
-                  note: str | None) -> None:
+def table_rows(results: list[Result]) -> list[str]:
+    """The Markdown table of `results`, one row each (also bench/gpu.py's section)."""
     rows = ["| Benchmark | Ours | Alternative | Ratio | Target | Result | How |", "|---|---|---|---|---|---|---|"]
     for r in results:
         verdict = {True: "pass", False: "**miss**", None: "—"}[r.passed]
         ratio = "—" if r.ratio is None else f"{r.ratio:.3f}"
         rows.append(f"| {r.benchmark} | {_cell(r.ours, r.unit)} | {_cell(r.alternative, r.unit)} | {ratio} | "
                     f"{r.target or '—'} | {verdict} | {r.note} |")
+    return rows
+
+
+def write_results(results: list[Result], info: dict[str, str], started: datetime, minutes: float,
+                  note: str | None) -> None:
+    rows = table_rows(results)
     lines = [
         "# Benchmark results",
         "",

@@ -15,7 +15,6 @@ As in bench.train_step, with one torch thread the ratios use process CPU time (w
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
 import tempfile
 import time
@@ -51,42 +50,48 @@ class Timed:
 
 
 def measure(n: int = 500, *, device: str = "cpu", bf16: bool = False, model_path: Path | None = None,
-            tokens_per_second: float | None = None, one_at_a_time: bool = True) -> list[Result]:
+            tokens_per_second: float | None = None, one_at_a_time: bool = True,
+            realtime_target: str | None = None) -> list[Result]:
     import torch
 
     from orchestrator.data.batching import AudioBank
-    from orchestrator.training.evaluate import evaluate
+    from orchestrator.training.evaluate import batch_seconds_for, evaluate
     from orchestrator.data.manifest import read_manifest
 
     utts = read_manifest(speech_manifest(500))[:n]
     audio_s = sum(u.duration for u in utts)
     model, processor, spec, torch_device = load(model_path or tiny_random(), device, tokens_per_second)
-    kw = dict(tokens_per_second=spec.model.tokens_per_second, device=torch_device, progress=False)
+    seconds = batch_seconds_for(spec.eval, torch_device)  # as a run batches: by audio seconds on a GPU
+    kw = dict(tokens_per_second=spec.model.tokens_per_second, device=torch_device, progress=False,
+              precision="bf16" if bf16 else "fp32")
     use_cpu = torch_device.type == "cpu" and torch.get_num_threads() == 1  # one thread: CPU time is its own cost
     kind = "CPU" if use_cpu else "wall"
     batch = spec.eval.batch_size
-    autocast = torch.autocast(torch_device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory(dir=CACHE) as tmp, autocast:
+    batching = f"batch {batch}" if seconds is None else f"batches of {seconds:g} padded audio seconds"
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         evaluate(model, processor, AudioBank(spec.data), utts[:batch], batch_size=batch, **kw)  # warm-up, untimed
         cold = AudioBank(spec.data, cache_dir=Path(tmp))
         prep_cold = Timed(lambda: cold.prepare(u.audio_filepath for u in utts), use_cpu=False)
         shutil.rmtree(tmp)
         Path(tmp).mkdir()
         first = Timed(lambda: evaluate(model, processor, AudioBank(spec.data, cache_dir=Path(tmp)), utts,
-                                       batch_size=batch, **kw), use_cpu)
+                                       batch_size=batch, batch_seconds=seconds, **kw), use_cpu)
         print(f"  evaluation, cold cache: {first.wall:.1f} s wall, {first.cpu:.1f} s CPU", flush=True)
         warm = AudioBank(spec.data, cache_dir=Path(tmp))
         prep_warm = Timed(lambda: warm.prepare(u.audio_filepath for u in utts), use_cpu=False)
         second = Timed(lambda: evaluate(model, processor, AudioBank(spec.data, cache_dir=Path(tmp)), utts,
-                                        batch_size=batch, **kw), use_cpu)
+                                        batch_size=batch, batch_seconds=seconds, **kw), use_cpu)
         print(f"  evaluation, warm cache: {second.wall:.1f} s wall, {second.cpu:.1f} s CPU", flush=True)
         if one_at_a_time:
             single = Timed(lambda: evaluate(model, processor, warm, utts, batch_size=1, **kw), use_cpu)
             print(f"  evaluation, one at a time: {single.wall:.1f} s wall, {single.cpu:.1f} s CPU", flush=True)
     tag = f"{Path(spec.model.id).name}, {n} utterances, {audio_s / 60:.1f} min of speech, " \
           f"{device}{' bf16' if bf16 else ''}"
-    results = [Result(f"evaluation real-time factor ({tag})", second.wall / audio_s, None, None, None, unit="x",
-                      note=f"batch {batch}: {second.wall:.1f} s wall for {audio_s:.0f} s of speech")]
+    speed = audio_s / second.wall
+    results = [Result(f"evaluation speed ({tag}): x real time", speed, None, speed if realtime_target else None,
+                      realtime_target, unit="x",
+                      note=f"{batching}: {second.wall:.2f} s wall for {audio_s:.0f} s of speech (warm audio cache), "
+                           f"{n / second.wall:.0f} utterances/s")]
     if one_at_a_time:
         results.append(Result(f"evaluation ({tag}): one at a time / batched", second.s, single.s, single.s / second.s,
                               ">= 5", note=f"{kind} s; batch {batch}, longest first, token budget "

@@ -43,11 +43,15 @@ class Setting:
 SETTINGS = {
     "tiny_random": Setting("tiny_random", tiny_random, batch_size=8, steps=12, rounds=6),
     "streaming_tiny": Setting("streaming_tiny", streaming_tiny_random, batch_size=8, steps=6, rounds=3),
+    # bench/gpu.py: a batch that gives a GPU real work (the runner's default is 8), more steps
+    "streaming_tiny_gpu": Setting("streaming_tiny", streaming_tiny_random, batch_size=32, steps=40, rounds=2),
 }
-QUICK = {"tiny_random": (8, 1), "streaming_tiny": (3, 1)}  # --quick: (steps, rounds)
+QUICK = {"tiny_random": (8, 1), "streaming_tiny": (3, 1), "streaming_tiny_gpu": (4, 1)}  # --quick: (steps, rounds)
+CPU_SETTINGS = ("tiny_random", "streaming_tiny")  # what `python -m bench` times on the CPU
 
 
-def make_spec(setting: Setting, steps: int, work: Path, registry: str, device: str):
+def make_spec(setting: Setting, steps: int, work: Path, registry: str, device: str, bf16: bool = False,
+              *extra: str):
     """The run spec of one round: run folders, audio cache and registry under `work` (temporary)."""
     from orchestrator.config.spec import spec_from_overrides
 
@@ -58,10 +62,11 @@ def make_spec(setting: Setting, steps: int, work: Path, registry: str, device: s
         f"optim.steps={steps}", f"eval.interval={steps}", f"optim.batch_size={setting.batch_size}",
         f"data.train_manifest={speech}", f"eval.domain_manifest={tiny_eval}", f"eval.heldout_manifest={tiny_eval}",
         f"registry.url=sqlite:///{work / registry}", f"output_dir={work / 'outputs'}", "rerun=true",
-        f"device={device}"])
+        f"device={device}", f"precision={'bf16' if bf16 else 'fp32'}", *extra])
 
 
 def autocast(device, bf16: bool):
+    """What the bare loop wraps its forward in (ours runs in the spec's precision by itself)."""
     import torch
 
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -83,15 +88,17 @@ def padding(batches_lengths: list[list[int]]) -> float:
     return sum(max(b) * len(b) for b in batches_lengths) / sum(sum(b) for b in batches_lengths)
 
 
-def run_ours(spec, bf16: bool) -> StepClock:
+def run_ours(spec, bf16: bool = False) -> StepClock:
+    """The real runner, in the spec's own precision (`precision=bf16`: its autocast, not ours).
+    The clock's `run` is the registry row (peak memory, throughput)."""
     from orchestrator.training import modeling, loop as train
     from orchestrator.registry import Store
 
     device = modeling.resolve_device(spec.device)
     store = Store(spec.registry.url)
     try:
-        with StepClock(device.type == "cuda") as clock, autocast(device, bf16):
-            train.run(spec, store, progress=False)
+        with StepClock(device.type == "cuda") as clock:
+            clock.run = store.get_run(train.run(spec, store, progress=False))
     finally:
         store.close()
     return clock
@@ -122,15 +129,18 @@ def run_bare(spec, bf16: bool) -> StepClock:
     optimizer = torch.optim.AdamW(params, lr=spec.optim.lr, weight_decay=spec.optim.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, spec.warmup_steps, spec.optim.steps)
     model.train()
-    with StepClock(device.type == "cuda") as clock, autocast(device, bf16):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with StepClock(device.type == "cuda") as clock:
         for batch in inputs:
             optimizer.zero_grad(set_to_none=True)
-            loss = model(**batch).loss
+            with autocast(device, bf16):
+                loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, spec.optim.grad_clip)
             optimizer.step()
             scheduler.step()
-            loss.item()
+    clock.peak_mb = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
     return clock
 
 
@@ -176,7 +186,8 @@ def run_trainer(spec, bf16: bool, out: Path) -> tuple[StepClock, float]:
     return clock, padding(collator.lengths)
 
 
-def measure(setting: Setting, *, steps: int, rounds: int, device: str = "cpu", bf16: bool = False) -> list[Result]:
+def measure(setting: Setting, *, steps: int, rounds: int, device: str = "cpu", bf16: bool = False,
+            trainer: bool = True) -> list[Result]:
     import time
 
     import torch
@@ -189,8 +200,9 @@ def measure(setting: Setting, *, steps: int, rounds: int, device: str = "cpu", b
     trainer_padding = []
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         for r in range(rounds):
-            spec = make_spec(setting, steps + WARMUP, Path(tmp), f"registry-{r}.db", device)
+            spec = make_spec(setting, steps + WARMUP, Path(tmp), f"registry-{r}.db", device, bf16)
             order = ["ours", "bare", "trainer"] if r % 2 == 0 else ["trainer", "bare", "ours"]
+            order = [loop for loop in order if trainer or loop != "trainer"]
             for loop in order:
                 started = time.perf_counter()
                 if loop == "ours":
@@ -230,25 +242,38 @@ def measure(setting: Setting, *, steps: int, rounds: int, device: str = "cpu", b
         return [o / b for oc, bc in zip(clocks["ours"], clocks["bare"])
                 for o, b in zip(oc.step_times(WARMUP, cpu=on_cpu), bc.step_times(WARMUP, cpu=on_cpu))]
 
-    ours, bare, trainer = pooled("ours", cpu), pooled("bare", cpu), pooled("trainer", cpu)
+    ours, bare = pooled("ours", cpu), pooled("bare", cpu)
     wall_bare = median(paired(False))
-    wall_trainer = statistics.mean(pooled("trainer", False)) / statistics.mean(pooled("ours", False))
     ours_pad = padding([[round(u.duration * 16000) for u in b] for b in ours_batches(spec)])
     kind = "CPU" if cpu else "wall"
     tag = f"{setting.name}, batch {setting.batch_size}, {device}{' bf16' if bf16 else ''}"
-    return [
+    peak = []
+    if device == "cuda":  # ours: what its registry row recorded; bare: measured around its loop
+        ours_peak = max(c.run.peak_memory_mb for c in clocks["ours"])
+        bare_peak = max(c.peak_mb for c in clocks["bare"])
+        peak = [Result(f"peak GPU memory ({tag}): ours / bare loop", ours_peak, bare_peak, ours_peak / bare_peak, None,
+                       unit="MB", note="torch.cuda.max_memory_allocated; ours as its registry row records it "
+                                       "(training and its two 2-utterance evaluations)")]
+    return peak + [
         Result(f"train step ({tag}): ours / bare loop", median(ours), median(bare), median(paired(cpu)), "<= 1.05",
                note=f"median {kind} s per step; ratio = median of {len(ours)} paired per-step ratios "
                     f"({len(clocks['ours'])} rounds); wall-time ratio {wall_bare:.3f}"),
-        Result(f"train step ({tag}): Seq2SeqTrainer / ours", statistics.mean(ours), statistics.mean(trainer),
-               statistics.mean(trainer) / statistics.mean(ours), ">= 1.3",
-               note=f"mean {kind} s per step, {len(ours)} steps each; wall-time ratio {wall_trainer:.3f}; "
-                    f"padding ours {ours_pad:.2f}x, Trainer {statistics.mean(trainer_padding):.2f}x"),
+        *([_trainer_result(tag, kind, ours, pooled("trainer", cpu), pooled("ours", False), pooled("trainer", False),
+                           ours_pad, trainer_padding)] if trainer else []),
         Result(f"model_inputs per batch ({tag}): ours (padding + labels) vs the processor call", inputs_s * 1000,
                processor_s * 1000, None, None, unit="ms",
                note=f"median wall ms of {len(ours_calls)} calls each; {100 * inputs_s / median(ours):.1f}% of "
                     "our median step"),
     ]
+
+
+def _trainer_result(tag: str, kind: str, ours: list[float], trainer: list[float], ours_wall: list[float],
+                    trainer_wall: list[float], ours_pad: float, trainer_padding: list[float]) -> Result:
+    return Result(f"train step ({tag}): Seq2SeqTrainer / ours", statistics.mean(ours), statistics.mean(trainer),
+                  statistics.mean(trainer) / statistics.mean(ours), ">= 1.3",
+                  note=f"mean {kind} s per step, {len(ours)} steps each; wall-time ratio "
+                       f"{statistics.mean(trainer_wall) / statistics.mean(ours_wall):.3f}; "
+                       f"padding ours {ours_pad:.2f}x, Trainer {statistics.mean(trainer_padding):.2f}x")
 
 
 def main(argv=None) -> list[Result]:
@@ -263,7 +288,7 @@ def main(argv=None) -> list[Result]:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = []
-    for name in (SETTINGS if args.model == "all" else [args.model]):
+    for name in (CPU_SETTINGS if args.model == "all" else [args.model]):
         steps, rounds = QUICK[name] if args.quick else (SETTINGS[name].steps, SETTINGS[name].rounds)
         results += measure(SETTINGS[name], steps=steps, rounds=rounds, device=args.device, bf16=args.bf16)
     for r in results:
