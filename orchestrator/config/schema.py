@@ -147,6 +147,8 @@ class EvalConf:
     # padded seconds of audio per evaluation batch (longest first); null: batch_size utterances on the
     # CPU, evaluate.CUDA_BATCH_SECONDS on a GPU
     batch_seconds: Optional[float] = None
+    cache_encoder: str = "auto"  # auto | off: a frozen encoder's states of each evaluation batch kept for the run
+    cache_encoder_max_mb: float = 2048.0  # past this, evaluation batches are encoded at every interval
 
 
 @dataclass

@@ -34,6 +34,7 @@ NOT_IDENTITY = ("registry", "output_dir", "device", "rerun")
 # often the host reads the loss, how far ahead batches are prepared (the same batches either way)
 NOT_IDENTITY_OPTIM = ("cache_encoder", "cache_encoder_max_mb", "log_every")
 NOT_IDENTITY_DATA = ("prefetch",)
+NOT_IDENTITY_EVAL = ("cache_encoder", "cache_encoder_max_mb")  # the evaluation cache: identical results
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,10 @@ def validate(c: RunConf) -> None:
     _check(e.batch_seconds is None or (e.batch_seconds > 0 and math.isfinite(e.batch_seconds)), "eval.batch_seconds",
            f"must be a finite number of seconds > 0, or null, got {e.batch_seconds}",
            "set eval.batch_seconds=null (batch_size utterances on the CPU) or e.g. 2048")
+    _check(e.cache_encoder in ("auto", "off"), "eval.cache_encoder", f"must be auto or off, got {e.cache_encoder!r}",
+           "set eval.cache_encoder=auto")
+    _check(e.cache_encoder_max_mb >= 0, "eval.cache_encoder_max_mb", f"must be >= 0, got {e.cache_encoder_max_mb}",
+           "set eval.cache_encoder_max_mb=2048")
     _check(o.cache_encoder_max_mb >= 0, "optim.cache_encoder_max_mb", f"must be >= 0, got {o.cache_encoder_max_mb}",
            "set optim.cache_encoder_max_mb=4096")
     validate_early_stopping(o.early_stopping, e.select_manifest)
@@ -210,7 +215,7 @@ def identity_hash(config: dict[str, Any]) -> str:
     from orchestrator import __version__
 
     keyed = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
-    for group, left_out in (("optim", NOT_IDENTITY_OPTIM), ("data", NOT_IDENTITY_DATA)):
+    for group, left_out in (("optim", NOT_IDENTITY_OPTIM), ("data", NOT_IDENTITY_DATA), ("eval", NOT_IDENTITY_EVAL)):
         if isinstance(keyed.get(group), dict):
             keyed[group] = {k: v for k, v in keyed[group].items() if k not in left_out}
     manifests = manifests_of(config["data"], config["eval"])

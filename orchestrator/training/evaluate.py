@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from orchestrator.config.schema import EvalConf
-from orchestrator.data.batching import AudioBank, model_inputs
+from orchestrator.data.batching import AudioBank, label_ids, model_inputs, to_device
 from orchestrator.data.manifest import Utterance
 from orchestrator.data.textnorm import normalize
 from orchestrator.training import precision as precisions
@@ -98,28 +98,41 @@ class Decoded:
 @torch.no_grad()
 def decode(model, processor, bank: AudioBank, utts: Sequence[Utterance], *, batch_size: int,
            tokens_per_second: float, device: torch.device, with_loss: bool = True, desc: str = "decode",
-           progress: bool = True, batch_seconds: float | None = None, precision: str = "fp32") -> Decoded:
+           progress: bool = True, batch_seconds: float | None = None, precision: str = "fp32",
+           encoder_cache=None) -> Decoded:
     """Longest-first batches (eval_batches), so each batch pads little and gets a token budget bound
     to its own longest utterance; one generate per batch. With the loss, the batch is encoded once:
     the loss pass decodes from a copy of the encoder states and generate from the originals
-    (bit-identical to two encoder passes: tests/test_inference.py)."""
+    (bit-identical to two encoder passes: tests/test_inference.py). `encoder_cache`
+    (eval_cache.EvalEncoderCache, for a frozen encoder): batches it holds are not encoded again."""
     model.eval()
-    bank.prepare(u.audio_filepath for u in utts)  # the manifest's audio, from the disk cache when there is one
+    prepared = False  # the manifest's audio, from the disk cache when there is one: a cached batch needs none
     texts: dict[int, str] = {}
     # summed on the device (float64, as Python floats would), read once at the end: no sync per batch
     loss_sum = token_count = torch.zeros((), dtype=torch.float64, device=device)
     batches = eval_batches(utts, batch_size=batch_size, batch_seconds=batch_seconds)
     for idx in tqdm(batches, desc=desc, unit="batch", leave=False, disable=not progress):
         batch = [utts[i] for i in idx]
-        inputs = model_inputs(processor, bank, batch, device, with_labels=with_loss)
+        encoded = None if encoder_cache is None else encoder_cache.get(batch)
         with precisions.autocast(device, precision):
-            if with_loss:  # one encoder pass feeds both the loss and generate
-                labels = inputs.pop("labels")
-                encoded = model.get_encoder()(**inputs)
+            if encoded is None:
+                if not prepared:  # the whole list: the disk cache names its entry by it
+                    bank.prepare(u.audio_filepath for u in utts)
+                    prepared = True
+                inputs = model_inputs(processor, bank, batch, device, with_labels=with_loss)
+                labels = inputs.pop("labels", None)
+                if with_loss or encoder_cache is not None:  # one encoder pass feeds the loss and generate
+                    encoded = model.get_encoder()(**inputs)
+                    if encoder_cache is not None:
+                        encoder_cache.put(batch, encoded)
+            elif with_loss:
+                labels = to_device(label_ids(processor.tokenizer, [u.text for u in batch]), device)
+            if with_loss:
                 n_tokens = (labels != -100).sum().double()
                 loss_sum = loss_sum + model(encoder_outputs=_fresh(encoded), labels=labels).loss.double() * n_tokens
                 token_count = token_count + n_tokens
-                inputs = {"encoder_outputs": encoded}  # the last use: generate may change it in place
+            if encoded is not None:  # generate may change the states in place: a kept one gets a copy
+                inputs = {"encoder_outputs": encoded if encoder_cache is None else _fresh(encoded)}
             generated = model.generate(**inputs, max_new_tokens=token_budget(batch, tokens_per_second))
         texts.update(zip(idx, processor.batch_decode(generated, skip_special_tokens=True)))
     tokens = float(token_count)
@@ -137,7 +150,7 @@ def _fresh(encoded):
 def evaluate(model, processor, bank: AudioBank, utts: Sequence[Utterance], *, batch_size: int,
              tokens_per_second: float, device: torch.device, desc: str = "eval",
              progress: bool = True, with_loss: bool = True, batch_seconds: float | None = None,
-             precision: str = "fp32") -> EvalResult:
+             precision: str = "fp32", encoder_cache=None) -> EvalResult:
     """Decode and score `utts`: corpus WER, per-utterance errors and (`with_loss`) the
     teacher-forced loss, a second decoder pass per batch (nan without it); timed."""
     from orchestrator.training.telemetry import synchronize
@@ -146,7 +159,7 @@ def evaluate(model, processor, bank: AudioBank, utts: Sequence[Utterance], *, ba
     started = time.perf_counter()
     decoded = decode(model, processor, bank, utts, batch_size=batch_size, tokens_per_second=tokens_per_second,
                      device=device, with_loss=with_loss, desc=desc, progress=progress,
-                     batch_seconds=batch_seconds, precision=precision)
+                     batch_seconds=batch_seconds, precision=precision, encoder_cache=encoder_cache)
     synchronize(device)
     seconds = time.perf_counter() - started
     references = [normalize(u.text) for u in utts]

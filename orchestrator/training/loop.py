@@ -27,7 +27,7 @@ from orchestrator.training.optim import build_optimizer, build_scheduler
 from orchestrator.training.steps import Steps
 
 from orchestrator.training import adapter as adapters
-from orchestrator.training import checkpoint, encoder_cache, modeling, targets
+from orchestrator.training import checkpoint, encoder_cache, eval_cache, modeling, targets
 from orchestrator.training import precision as precisions
 from orchestrator.training.telemetry import Telemetry, describe, reset_peak
 from orchestrator.training.early_stopping import CHECK as EARLY_STOPPING, EarlyStopping
@@ -294,7 +294,8 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
         found = recorded.check(EARLY_STOPPING)
         stopper = EarlyStopping.resumed(o.early_stopping, found.details if found else None, upto=start)
     eval_kw = dict(batch_size=spec.eval.batch_size, tokens_per_second=spec.model.tokens_per_second, device=device,
-                   progress=progress, batch_seconds=batch_seconds_for(spec.eval, device), precision=spec.precision)
+                   progress=progress, batch_seconds=batch_seconds_for(spec.eval, device), precision=spec.precision,
+                   encoder_cache=eval_cache.for_run(model, spec.eval.cache_encoder, spec.eval.cache_encoder_max_mb))
 
     def evaluate_interval(step: int, lr: float, train_loss: float | None) -> Stop | None:
         domain: EvalResult = evaluate(model, processor, bank, splits.domain.kept, desc=f"eval domain @{step}",
