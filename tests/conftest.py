@@ -37,6 +37,15 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return build_tiny_random(tmp_path_factory.mktemp("ckpt") / "tiny_random")
 
 
+@pytest.fixture(scope="session")
+def streaming_tiny_checkpoint(tmp_path_factory) -> Path:
+    """The hub-shaped UsefulSensors/moonshine-streaming-tiny (real architecture and vocabulary
+    size, random weights; 44M parameters, 176 MB), built once by its recipe."""
+    from orchestrator.training.modeling import build
+
+    return build("moonshine_streaming_tiny", tmp_path_factory.mktemp("hub") / "moonshine-streaming-tiny")
+
+
 @pytest.fixture
 def run_overrides(speech, tiny_checkpoint, tmp_path) -> list[str]:
     """Overrides for a few-step real run on tiny_random, writing only under tmp_path."""

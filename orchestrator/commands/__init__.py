@@ -25,6 +25,7 @@ COMMANDS = [
     "export_mlflow",
     "export_tensorboard",
     "tune",
+    "build_checkpoint",
 ]
 
 DEFAULT_REGISTRY = "sqlite:///registry.db"

@@ -1,12 +1,16 @@
-"""Load a Moonshine model and its processor through from_pretrained; build tiny local checkpoints.
+"""Load a Moonshine model and its processor through from_pretrained; build local checkpoints.
 
 The loading path is the real one for every model: a hub id or a local folder. Checkpoints the
-project needs for tests (`tiny_random`) are built here from a config and saved with
-save_pretrained, then loaded like any other.
+project builds itself (`tiny_random` for tests; `moonshine_streaming_tiny`, the hub model's shape
+with random weights, in training/hub_checkpoint.py) are saved with save_pretrained, then loaded
+like any other (a model preset's `build:` names the recipe; `orchestrator build-checkpoint`).
 """
 from __future__ import annotations
 
+import os
+import shutil
 import string
+import uuid
 from pathlib import Path
 
 import torch
@@ -15,7 +19,7 @@ from transformers import (AutoConfig, AutoModelForSpeechSeq2Seq, AutoProcessor,
                           MoonshineStreamingProcessor, PreTrainedTokenizerFast,
                           Wav2Vec2FeatureExtractor)
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, WriteError
 from orchestrator.config.schema import ModelConf
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0..3: pad, bos (= decoder start), eos, unk
@@ -67,7 +71,33 @@ def build_tiny_random(path: Path, *, hidden: int = 64, layers: int = 2, heads: i
     return path
 
 
-BUILDERS = {"tiny_random": build_tiny_random}
+def build_streaming_tiny(path: Path, *, seed: int = 0) -> Path:
+    """The hub-shaped `UsefulSensors/moonshine-streaming-tiny`, random weights (training/hub_checkpoint.py)."""
+    from orchestrator.training import hub_checkpoint
+
+    return hub_checkpoint.build_streaming_tiny(path, seed=seed)
+
+
+BUILDERS = {"tiny_random": build_tiny_random, "moonshine_streaming_tiny": build_streaming_tiny}
+
+
+def build(recipe: str, path: Path, *, seed: int = 0) -> Path:
+    """Run the recipe BUILDERS[recipe] into `path`, atomically: the folder appears complete or not at
+    all (built beside it, then renamed), so an interrupted build is never taken for a checkpoint, and
+    of two processes building the same folder at once one wins and the other finds its result."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.parent / f".{path.name}.building-{uuid.uuid4().hex[:12]}"
+    try:
+        BUILDERS[recipe](partial, seed=seed)
+        try:
+            os.replace(partial, path)  # onto a missing or empty folder only
+        except OSError as exc:
+            if not (path / "config.json").exists():
+                raise WriteError(f"cannot build {recipe} here: {exc.strerror}", where=str(path),
+                                 fix="remove the folder, or build into a new or empty one") from exc
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return path
 
 
 def ensure_built(model: ModelConf) -> None:
@@ -76,7 +106,7 @@ def ensure_built(model: ModelConf) -> None:
         if model.build not in BUILDERS:
             raise ConfigError(f"unknown build recipe {model.build!r}", where="model.build",
                               fix=f"use one of {sorted(BUILDERS)} or set model.build=null")
-        BUILDERS[model.build](Path(model.id))
+        build(model.build, Path(model.id))
 
 
 def _loading(model: ModelConf, what: str, fn):
