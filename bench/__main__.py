@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.common import CACHE, Result, machine
 
-BENCHES = ("cold_start", "report_scale", "evaluation", "train_step", "hot_path", "tune_vs_grid", "gpu")
+BENCHES = ("cold_start", "report_scale", "evaluation", "eval_cache", "train_step", "hot_path", "tune_vs_grid", "gpu")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -44,6 +44,10 @@ def run(name: str, quick: bool) -> list[Result]:
             steps, rounds = train_step.QUICK[key] if quick else (setting.steps, setting.rounds)
             out += train_step.measure(setting, steps=steps, rounds=rounds)
         return out
+    if name == "eval_cache":
+        from bench import eval_cache
+
+        return eval_cache.measure(limit=32 if quick else None)
     if name == "hot_path":
         from bench import hot_path
 
