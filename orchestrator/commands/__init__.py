@@ -26,6 +26,7 @@ COMMANDS = [
     "export_tensorboard",
     "tune",
     "build_checkpoint",
+    "watch",
 ]
 
 DEFAULT_REGISTRY = "sqlite:///registry.db"

@@ -149,6 +149,9 @@ class Run:
     peak_memory_mb: float | None = None  # CUDA peak allocated, else the process's peak RSS
     train_utts_per_s: float | None = None  # training utterances per second of step time
     eval_realtime_x: float | None = None  # seconds of audio evaluated per second of wall time
+    progress_step: int | None = None  # the last step the trainer reported (`orchestrator watch`)
+    progress_loss: float | None = None  # its training loss
+    progress_phase: str | None = None  # what it was doing then: "train", "eval domain @100", ...
 
     def artifact(self, kind: str) -> Artifact | None:
         """The artifact of `kind` (e.g. "lora_adapter_best"), if the run recorded one."""
@@ -221,4 +224,7 @@ class Run:
             "peak_memory_mb": self.peak_memory_mb,
             "train_utts_per_s": self.train_utts_per_s,
             "eval_realtime_x": self.eval_realtime_x,
+            "progress_step": self.progress_step,
+            "progress_loss": self.progress_loss,
+            "progress_phase": self.progress_phase,
         }

@@ -64,6 +64,10 @@ class SqlRun(Base):
     peak_memory_mb: Mapped[float | None]
     train_utts_per_s: Mapped[float | None]
     eval_realtime_x: Mapped[float | None]
+    # ... and where a live run is: its last step and training loss, what it is doing (`watch`)
+    progress_step: Mapped[int | None]
+    progress_loss: Mapped[float | None]
+    progress_phase: Mapped[str | None] = mapped_column(String(64))
 
     intervals: Mapped[list[SqlInterval]] = relationship(
         order_by="SqlInterval.step", cascade="all, delete-orphan", passive_deletes=True

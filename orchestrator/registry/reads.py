@@ -4,6 +4,8 @@ intervals): set-based queries read as plain rows unpacked by position, only the 
 report uses (`list_runs(lean=True)`)."""
 from __future__ import annotations
 
+from datetime import datetime
+
 import itertools
 import random
 import time
@@ -137,7 +139,7 @@ class StoreReads:
         return self._transact(lambda session: _orm_run(self._require(session, run_id)), read_only=True)
 
     def list_runs(self, *, sweep_id: str | None = None, run_ids: Iterable[str] | None = None,
-                  lean: bool = False) -> list[Run]:
+                  lean: bool = False, since: datetime | None = None) -> list[Run]:
         """All runs (or those of `sweep_id`, or those in `run_ids`), oldest first, with their
         intervals, artifacts and checks (not the per-utterance results: read those with
         `utterance_errors` / `utterances`).
@@ -153,6 +155,8 @@ class StoreReads:
             where.append(SqlRun.sweep_id == sweep_id)
         if run_ids is not None:
             where.append(SqlRun.id.in_(list(run_ids)))
+        if since is not None:  # runs started at or after it (`orchestrator watch --since`)
+            where.append(SqlRun.started_at >= since)
         return self._runs(*where, lean=lean)
 
     def _runs(self, *where: Any, lean: bool = False) -> list[Run]:

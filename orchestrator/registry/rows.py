@@ -31,7 +31,7 @@ RUN_COLUMNS = ("id", "experiment", "status", "config", "config_hash", "model_id"
                "lr", "steps", "dora", "git_commit", "data_stats", "started_at", "ended_at", "failure_reason",
                "external", "criteria", "target_report", "annotation_status", "annotation_note", "sweep_id",
                "heartbeat_at", "host", "pid", "stop_reason", "device", "precision", "peak_memory_mb",
-               "train_utts_per_s", "eval_realtime_x")
+               "train_utts_per_s", "eval_realtime_x", "progress_step", "progress_loss", "progress_phase")
 ARTIFACT_COLUMNS = ("kind", "path", "sha256", "step", "created_at")
 CHECK_COLUMNS = ("name", "passed", "details", "created_at")
 SPLITS = ("domain", "heldout", "select")  # "select": the dev set, eval.select_manifest
@@ -94,7 +94,7 @@ def _to_run(values: Sequence[Any], intervals: Iterable[Interval], artifacts: Ite
     (run_id, experiment, status, config, config_hash, model_id, targets, target_summary, lr, steps, dora,
      git_commit, data_stats, started_at, ended_at, failure_reason, external, criteria, target_report,
      annotation_status, annotation_note, sweep_id, heartbeat_at, host, pid, stop_reason, device, precision,
-     peak_memory_mb, train_utts_per_s, eval_realtime_x) = values
+     peak_memory_mb, train_utts_per_s, eval_realtime_x, progress_step, progress_loss, progress_phase) = values
     return Run(
         id=run_id,
         experiment=experiment,
@@ -130,6 +130,9 @@ def _to_run(values: Sequence[Any], intervals: Iterable[Interval], artifacts: Ite
         peak_memory_mb=peak_memory_mb,
         train_utts_per_s=train_utts_per_s,
         eval_realtime_x=eval_realtime_x,
+        progress_step=progress_step,
+        progress_loss=progress_loss,
+        progress_phase=progress_phase,
     )
 
 

@@ -289,6 +289,12 @@ class Store(StoreReads):
         if values:
             self._update_run(run_id, **values)
 
+    def progress(self, run_id: str, *, step: int, phase: str, loss: float | None = None) -> None:
+        """Where the live run is (for `orchestrator watch`), which is also a heartbeat: one UPDATE.
+        `loss` None keeps the last one reported."""
+        loss_value = {} if loss is None else {"progress_loss": float(loss)}
+        self._update_run(run_id, progress_step=int(step), progress_phase=phase, **loss_value, **_beat())
+
     def heartbeat(self, run_id: str) -> None:
         """Record that this process is alive and training `run_id` (one small UPDATE; the
         trainer calls it every few seconds at most). A stale heartbeat is how a run left

@@ -156,6 +156,7 @@ def previous_run(spec: RunSpec, store: Store):
 # Called after each evaluation is recorded, with every interval so far; a returned reason stops
 # the run after that interval (status `pruned`, the reason kept as its stop_reason).
 IntervalHook = Callable[[list[Interval]], "str | None"]
+PROGRESS_EVERY_S = 2.0  # at most this often the trainer writes its step and loss (store.progress)
 
 
 class Stop(NamedTuple):
@@ -298,12 +299,16 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
                    encoder_cache=eval_cache.for_run(model, spec.eval.cache_encoder, spec.eval.cache_encoder_max_mb))
 
     def evaluate_interval(step: int, lr: float, train_loss: float | None) -> Stop | None:
+        store.progress(run_id, step=step, phase=f"eval domain @{step}")
         domain: EvalResult = evaluate(model, processor, bank, splits.domain.kept, desc=f"eval domain @{step}",
                                       **eval_kw)
         # the registry keeps the domain eval loss only (criterion 3), so heldout skips the loss pass
         # unless early stopping on the dev loss (domain + heldout) needs it
+        store.progress(run_id, step=step, phase=f"eval heldout @{step}")
         heldout: EvalResult = evaluate(model, processor, bank, splits.heldout.kept, desc=f"eval heldout @{step}",
                                        **{**eval_kw, "with_loss": stopper is not None and stopper.needs_heldout_loss})
+        if splits.select is not None:
+            store.progress(run_id, step=step, phase=f"eval select @{step}")
         dev = None if splits.select is None else evaluate(  # the dev set picks the checkpoint: WER only
             model, processor, bank, splits.select.kept, desc=f"eval select @{step}", **{**eval_kw, "with_loss": False})
         for result in (domain, heldout, dev):
@@ -352,7 +357,7 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
 
     def read_steps() -> None:
         """The host's look at the steps since the last one (steps.py): losses, progress, throughput."""
-        nonlocal mark, last_lr
+        nonlocal mark, last_lr, beat
         utterances, records = steps.utterances, steps.read()
         if records:
             now = telemetry.clock()
@@ -361,6 +366,9 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
             losses.extend(r.loss for r in records)
             last_lr = records[-1].lr
             bar.set_postfix(loss=f"{records[-1].loss:.4f}", lr=f"{records[-1].lr:.2e}")
+            if time.monotonic() - beat >= PROGRESS_EVERY_S:  # where it is, for `orchestrator watch` (and alive)
+                store.progress(run_id, step=records[-1].step, phase="train", loss=records[-1].loss)
+                beat = time.monotonic()
 
     with Prefetcher(batches, lambda batch: (len(batch), step_inputs(batch)), spec.data.prefetch, amp) as feed, guard:
         for step in bar:
