@@ -98,7 +98,7 @@ def pad_waves(waves: Sequence[np.ndarray], multiple: int, value: float) -> tuple
     return torch.from_numpy(values), torch.from_numpy(mask)
 
 
-def model_inputs(processor, bank: AudioBank, utts: Sequence[Utterance], device: torch.device,
+def model_inputs(processor, bank: AudioBank, utts: Sequence[Utterance], device: torch.device | str,
                  *, with_labels: bool = True) -> dict[str, torch.Tensor]:
     """input_values + attention_mask (+ labels) of a batch: the processor's, or the same tensors
     built directly when the processor only pads (raw_audio_layout)."""
@@ -115,10 +115,10 @@ def model_inputs(processor, bank: AudioBank, utts: Sequence[Utterance], device: 
     return {k: to_device(v, device) for k, v in inputs.items()}
 
 
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """A host tensor on `device`: on CUDA through pinned memory with a non-blocking copy (no host
     sync; the copy is ordered on the stream before the kernels that read it), else as it is."""
-    if device.type != "cuda":
+    if torch.device(device).type != "cuda":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
 
