@@ -41,7 +41,7 @@ def test_cached_evaluations_are_the_uncached_ones_at_every_interval(speech, prec
     cache = eval_cache.for_run(model, "auto", 64)
     assert cache is not None
     kw = dict(batch_size=3, tokens_per_second=20.0, device=torch.device("cpu"), progress=False, precision=precision)
-    for interval in range(3):
+    for interval in range(2):
         for with_loss in (True, False):
             plain = evaluate(model, processor, bank, utts, with_loss=with_loss, **kw)
             cached = evaluate(model, processor, bank, utts, with_loss=with_loss, encoder_cache=cache, **kw)
@@ -50,7 +50,7 @@ def test_cached_evaluations_are_the_uncached_ones_at_every_interval(speech, prec
             assert cached.loss == plain.loss or (not with_loss and cached.loss != cached.loss)  # nan without loss
         _perturb(model, interval)  # the decoder changes between intervals; the encoder cannot
     batches = -(-len(utts) // 3)
-    assert cache.misses == batches and cache.hits == 2 * 3 * batches - batches  # encoded once, then reused
+    assert cache.misses == batches and cache.hits == 2 * 2 * batches - batches  # encoded once, then reused
     assert len({u.hypothesis for u in plain.utterances}) > len(utts) // 2  # real, varied text: it can fail
 
 

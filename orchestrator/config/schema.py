@@ -149,6 +149,7 @@ class EvalConf:
     batch_seconds: Optional[float] = None
     cache_encoder: str = "auto"  # auto | off: a frozen encoder's states of each evaluation batch kept for the run
     cache_encoder_max_mb: float = 2048.0  # past this, evaluation batches are encoded at every interval
+    share_baseline: str = "auto"  # auto | off: a plain LoRA's step 0 is its base model's: computed once per output folder
 
 
 @dataclass

@@ -34,7 +34,7 @@ NOT_IDENTITY = ("registry", "output_dir", "device", "rerun")
 # often the host reads the loss, how far ahead batches are prepared (the same batches either way)
 NOT_IDENTITY_OPTIM = ("cache_encoder", "cache_encoder_max_mb", "log_every")
 NOT_IDENTITY_DATA = ("prefetch",)
-NOT_IDENTITY_EVAL = ("cache_encoder", "cache_encoder_max_mb")  # the evaluation cache: identical results
+NOT_IDENTITY_EVAL = ("cache_encoder", "cache_encoder_max_mb", "share_baseline")  # caches: identical results
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,8 @@ def validate(c: RunConf) -> None:
            "set eval.batch_seconds=null (batch_size utterances on the CPU) or e.g. 2048")
     _check(e.cache_encoder in ("auto", "off"), "eval.cache_encoder", f"must be auto or off, got {e.cache_encoder!r}",
            "set eval.cache_encoder=auto")
+    _check(e.share_baseline in ("auto", "off"), "eval.share_baseline", f"must be auto or off, got {e.share_baseline!r}",
+           "set eval.share_baseline=auto")
     _check(e.cache_encoder_max_mb >= 0, "eval.cache_encoder_max_mb", f"must be >= 0, got {e.cache_encoder_max_mb}",
            "set eval.cache_encoder_max_mb=2048")
     _check(o.cache_encoder_max_mb >= 0, "optim.cache_encoder_max_mb", f"must be >= 0, got {o.cache_encoder_max_mb}",

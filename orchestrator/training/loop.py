@@ -26,7 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from orchestrator.training.optim import build_optimizer, build_scheduler
 from orchestrator.training.steps import Steps
 
-from orchestrator.training import adapter as adapters
+from orchestrator.training import adapter as adapters, baseline_cache
 from orchestrator.training import checkpoint, encoder_cache, eval_cache, modeling, targets
 from orchestrator.training import precision as precisions
 from orchestrator.training.telemetry import Telemetry, describe, reset_peak
@@ -298,22 +298,37 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
                    progress=progress, batch_seconds=batch_seconds_for(spec.eval, device), precision=spec.precision,
                    encoder_cache=eval_cache.for_run(model, spec.eval.cache_encoder, spec.eval.cache_encoder_max_mb))
 
+    shared = baseline_cache.for_run(model, spec.eval.share_baseline, spec.output_dir) if start == 0 else None
+    heldout_loss = stopper is not None and stopper.needs_heldout_loss
+    # the registry keeps the domain eval loss only (criterion 3), so heldout skips the loss pass
+    # unless early stopping on the dev loss (domain + heldout) needs it; the dev set: WER only
+    sets = {"domain": (splits.domain.kept, True), "heldout": (splits.heldout.kept, heldout_loss),
+            **({"select": (splits.select.kept, False)} if splits.select is not None else {})}
+
+    def measure(split: str, step: int) -> EvalResult:
+        utts, with_loss = sets[split]
+        store.progress(run_id, step=step, phase=f"eval {split} @{step}")
+        result = evaluate(model, processor, bank, utts, desc=f"eval {split} @{step}", **{**eval_kw, "with_loss": with_loss})
+        telemetry.add_eval(result.audio_seconds, result.seconds)
+        return result
+
+    def baseline() -> dict[str, EvalResult]:
+        """Step 0: from the shared baseline when this run's step 0 is its base model's (baseline_cache.py)."""
+        if shared is None:
+            return {split: measure(split, 0) for split in sets}
+        base = baseline_cache.base_digest(model)
+        settings = {k: v for k, v in eval_kw.items() if k not in ("progress", "encoder_cache", "device")}
+        settings |= {"device": device.type, "audio": [spec.data.sample_rate, spec.data.rms_target]}
+        jobs = {split: (baseline_cache.key(base, utts, known, {**settings, "with_loss": with_loss}),
+                        functools.partial(measure, split, 0)) for split, (utts, with_loss) in sets.items()}
+        found = shared.results(jobs)
+        log.info("shared baseline: step 0 of %d set(s) read from %s, %d computed here",
+                 shared.read, shared.folder, shared.computed)
+        return found
+
     def evaluate_interval(step: int, lr: float, train_loss: float | None) -> Stop | None:
-        store.progress(run_id, step=step, phase=f"eval domain @{step}")
-        domain: EvalResult = evaluate(model, processor, bank, splits.domain.kept, desc=f"eval domain @{step}",
-                                      **eval_kw)
-        # the registry keeps the domain eval loss only (criterion 3), so heldout skips the loss pass
-        # unless early stopping on the dev loss (domain + heldout) needs it
-        store.progress(run_id, step=step, phase=f"eval heldout @{step}")
-        heldout: EvalResult = evaluate(model, processor, bank, splits.heldout.kept, desc=f"eval heldout @{step}",
-                                       **{**eval_kw, "with_loss": stopper is not None and stopper.needs_heldout_loss})
-        if splits.select is not None:
-            store.progress(run_id, step=step, phase=f"eval select @{step}")
-        dev = None if splits.select is None else evaluate(  # the dev set picks the checkpoint: WER only
-            model, processor, bank, splits.select.kept, desc=f"eval select @{step}", **{**eval_kw, "with_loss": False})
-        for result in (domain, heldout, dev):
-            if result is not None:
-                telemetry.add_eval(result.audio_seconds, result.seconds)
+        found = baseline() if step == 0 else {split: measure(split, step) for split in sets}
+        domain, heldout, dev = found["domain"], found["heldout"], found.get("select")
         point = Interval(step=step, lr=lr, train_loss=train_loss, eval_loss=domain.loss, domain_wer=domain.wer,
                          heldout_wer=heldout.wer, domain_utts=domain.n, heldout_utts=heldout.n,
                          select_wer=None if dev is None else dev.wer, select_utts=None if dev is None else dev.n)
