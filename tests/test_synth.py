@@ -133,15 +133,36 @@ def test_demo_set_renders_through_the_same_path(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setattr(synth, "DEMO_ATC", {"domain_eval": ((0, 3),), "domain_train": ((3, 6),), "pretrain": ((6, 8),),
                                             "domain_dev": ((8, 9),)})
     paths = synth.make_demo_set(tmp_path)
-    assert sorted(paths) == ["accent_dev", "accent_eval", "accent_eval_2400", "accent_eval_extra", "accent_train",
-                             "domain_dev", "domain_eval", "domain_train", "heldout", "heldout_6000", "heldout_extra",
-                             "replay", "replay_2000", "replay_extra"]
+    assert sorted(paths) == ["accent_dev", "accent_eval", "accent_eval_1200", "accent_eval_2400", "accent_eval_extra",
+                             "accent_train", "domain_dev", "domain_eval", "domain_train", "heldout", "heldout_3000",
+                             "heldout_6000", "heldout_extra", "replay", "replay_2000", "replay_extra"]
     for union, parts in synth.DEMO_UNIONS.items():  # a union of sets: no audio of its own
         audio = [u.audio_filepath for u in read_manifest(paths.pop(union))]
-        assert audio == [u.audio_filepath for name in parts for u in read_manifest(paths[name])]
+        parts = [(p, None) if isinstance(p, str) else p for p in parts]
+        assert audio == [u.audio_filepath for name, n in parts for u in read_manifest(paths[name])[:n]]
     audio = [u.audio_filepath for p in paths.values() for u in read_manifest(p)]
     assert len(audio) == 19 and len(set(audio)) == 19
     # a set made of two ranges takes both, in order: the second after the pretraining slice
     general = synth.general_sentences(10, synth.DEMO_SEED)
     assert [u.text for u in read_manifest(paths["heldout"])] == general[0:2] + general[9:10]
     assert all(audio_info(a)[1] == 16000 for a in audio)
+
+
+def test_the_campaign_renders_only_its_sets_and_their_prefixes_are_the_full_sets_files(tmp_path: Path, monkeypatch) -> None:
+    """--set campaign: the first n of a set are the files the whole set has (prefix-stable), a set
+    cut short gets no manifest of its own, and a union of what was rendered gets its manifest."""
+    import orchestrator.data.synth as synth
+
+    monkeypatch.setattr(synth, "DEMO_GENERAL", {"heldout": ((0, 2),), "heldout_extra": ((2, 5),), "replay": ((5, 6),),
+                                                "pretrain": ((6, 7),)})
+    monkeypatch.setattr(synth, "DEMO_ATC", {"domain_eval": ((0, 1),), "pretrain": ((1, 2),)})
+    monkeypatch.setattr(synth, "DEMO_UNIONS", {"heldout_3": ("heldout", ("heldout_extra", 1)),
+                                               "heldout_5": ("heldout", "heldout_extra")})
+    sets = {name: synth.DEMO_SETS[name] for name in ("heldout", "heldout_extra", "replay", "domain_eval")}
+    monkeypatch.setattr(synth, "DEMO_SETS", sets)
+    cut = synth.make_demo_set(tmp_path / "cut", only={"heldout": None, "heldout_extra": 1})
+    assert sorted(cut) == ["heldout", "heldout_3"]  # no heldout_extra (cut short), no heldout_5, nothing else
+    full = synth.make_demo_set(tmp_path / "full")
+    names = lambda path: [Path(u.audio_filepath).name for u in read_manifest(path)]  # noqa: E731
+    assert names(cut["heldout_3"]) == names(full["heldout_3"]) == names(full["heldout_5"])[:3]
+    assert len(list((tmp_path / "cut" / "wavs").iterdir())) == 3
