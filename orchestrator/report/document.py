@@ -85,7 +85,8 @@ def update_experiments_md(
     data = runs if isinstance(runs, ReportData) else collect(
         runs, experiments=experiments, utterances=utterances, criteria=criteria, root=root)
     path = Path(path)
-    curves.write_curves(data.runs[-INTERVAL_RUNS:], path.parent / curves.CURVES_DIR)  # the runs interval_tables shows
+    # the runs interval_tables shows, each marked at the interval its verdict selected
+    curves.write_curves(data.runs[-INTERVAL_RUNS:], path.parent / curves.CURVES_DIR, data.verdict)
     if path.exists():
         text = path.read_bytes().decode("utf-8")
     else:
