@@ -43,7 +43,6 @@ def registry(runs: int, intervals: int) -> Path:
     """The cached synthetic registry file (built on first use)."""
     path = CACHE / f"registry-{runs}x{intervals}-{schema_fingerprint()}.db"
     if not path.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.db")
         tmp.unlink(missing_ok=True)
         started = time.perf_counter()
