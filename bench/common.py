@@ -14,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("BENCH_CACHE", ROOT / "bench" / ".cache"))
+CACHE.mkdir(parents=True, exist_ok=True)  # the benchmarks make their temporary folders in it
 SPEECH_SEED = 7
 
 

@@ -1,5 +1,5 @@
 """export-mlflow, export-tensorboard and the report's curves, on a registry of two real runs: read
-back with MlflowClient, from the TensorBoard event files and as SVG."""
+back with MlflowClient, from the TensorBoard event files and as PNG and SVG."""
 from __future__ import annotations
 
 import struct
@@ -110,6 +110,8 @@ def test_export_tensorboard_writes_each_interval_as_scalars(two_runs, tmp_path):
 def test_the_report_draws_each_runs_curves_and_says_why_a_run_ended(two_runs, tmp_path):
     import xml.etree.ElementTree as ET
 
+    from matplotlib.image import imread
+
     from orchestrator.report import update_experiments_md
 
     store, runs, _ = two_runs
@@ -118,14 +120,14 @@ def test_the_report_draws_each_runs_curves_and_says_why_a_run_ended(two_runs, tm
     text = md.read_text()
     svg_ns = "{http://www.w3.org/2000/svg}"
     for run in runs:
-        svg = tmp_path / "experiments" / "curves" / f"{run.id}.svg"
-        assert f"![WER and loss by step](experiments/curves/{run.id}.svg)" in text
-        root = ET.parse(svg).getroot()  # well-formed SVG
-        lines = root.findall(f"{svg_ns}polyline")
-        labels = {t.text for t in root.findall(f"{svg_ns}text")}
-        assert {"domain WER", "heldout WER", "eval loss (domain)", "train loss"} <= labels
-        # domain WER, heldout WER, eval loss: a point per interval; train loss: per trained interval
-        assert [len(p.get("points").split()) for p in lines] == [len(run.intervals)] * 3 + [len(run.intervals) - 1]
+        folder = tmp_path / "experiments" / "curves"
+        assert f"![WER and loss by step](experiments/curves/{run.id}.png)" in text
+        assert imread(folder / f"{run.id}.png").shape == (480, 640, 4)
+        root = ET.parse(folder / f"{run.id}.svg").getroot()  # well-formed SVG
+        labels = {(t.text or "").strip() for t in root.iter(f"{svg_ns}text")}
+        selected = judge(run, store, criteria_for(run)).selection
+        assert {"domain WER", "heldout WER", "eval loss (domain)", "train loss", "heldout guard (+0.2 pts)",
+                f"selected (step {selected.interval.step})"} <= labels
     stopped = runs[1]
     row = next(line for line in text.splitlines() if line.startswith(f"| {stopped.id}"))
     assert "early stopping: dev loss" in row  # the run matrix's note

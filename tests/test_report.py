@@ -156,6 +156,31 @@ def test_blocks_are_appended_to_a_file_without_them(tmp_path: Path) -> None:
     assert path.read_text() == text
 
 
+def test_blocks_in_any_order_and_one_inside_another_are_spliced_in_place(tmp_path: Path) -> None:
+    """Each block's content goes between its own markers wherever they are; a block whose
+    markers lie inside another's is replaced with that one's content and appended anew."""
+    def markers(name: str) -> str:
+        return f"<!-- BEGIN GENERATED: {name} -->\nstale-xyz\n<!-- END GENERATED: {name} -->\n"
+
+    runs = [make_run()]
+    path = tmp_path / "EXPERIMENTS.md"
+    path.write_text("# Mine\n\n" + "".join(markers(n) for n in reversed(list(BLOCKS))) + "tail\n")
+    update_experiments_md(path, runs)
+    text = path.read_text()
+    assert "stale-xyz" not in text and text.startswith("# Mine\n\n") and text.endswith("tail\n")
+    assert text.index("END GENERATED: tune") < text.index("BEGIN GENERATED: intervals")  # the order kept
+    assert run_matrix(runs) in text and interval_tables(runs) in text
+
+    nested = markers("sweeps").replace("stale-xyz\n", "stale-xyz\n" + markers("verdicts"))
+    path.write_text("# Mine\n\n" + nested)
+    update_experiments_md(path, runs)
+    text = path.read_text()
+    for name in BLOCKS:  # each block once; verdicts appended after the sweeps that swallowed it
+        assert text.count(f"<!-- BEGIN GENERATED: {name} -->") == 1 == text.count(f"<!-- END GENERATED: {name} -->")
+    assert text.index("END GENERATED: sweeps") < text.index("## Verdicts") < text.index("BEGIN GENERATED: verdicts")
+    assert "stale-xyz" not in text and verdict_sections(runs) in text and sweep_sections(runs) in text
+
+
 def test_missing_file_is_created_with_title_and_every_block(tmp_path: Path) -> None:
     path = tmp_path / "EXPERIMENTS.md"
     update_experiments_md(path, [])

@@ -186,14 +186,17 @@ def test_report_run_prints_a_runs_section(tmp_path: Path) -> None:
 
 def test_a_report_loads_neither_alembic_nor_numpy_when_it_needs_neither(tmp_path: Path) -> None:
     """A registry at head opens without alembic; runs without per-utterance data are judged
-    without numpy: both are most of a report's start (bench/cold_start.py)."""
+    without numpy: both are most of a report's start (bench/cold_start.py). Nor matplotlib (and
+    its numpy) when the curves are unchanged: the second report here, after the first drew them."""
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     store = Store(url)
     add_run(store, "exp_a-1", [(0, None, 2.0, 0.40, 0.10), (10, 1.5, 1.6, 0.30, 0.10)])
     store.close()
     code = ("import json, sys\nfrom orchestrator.cli import main\n"
             f"main(['report', '--registry', {url!r}, '--output', {str(tmp_path / 'E.md')!r}])\n"
-            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'numpy', 'torch'})))")
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'numpy', 'torch', "
+            "'matplotlib'})))")
+    cli("report", "--registry", url, "--output", str(tmp_path / "E.md"), check=True)  # draws the curves
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr

@@ -94,8 +94,8 @@ def interval_tables(runs: Sequence[Run] | ReportData) -> str:
             for i in run.intervals
         ]
         body = _table(headers, rows, align="rrrrrr") if rows else "_No intervals recorded._"
-        if rows:  # the SVG update_experiments_md writes beside EXPERIMENTS.md
-            body = f"![WER and loss by step]({curves.link(run.id)})\n\n{body}"
+        if rows:  # the PNG (and SVG) update_experiments_md writes beside EXPERIMENTS.md
+            body = f"![WER and loss by step]({curves.link(run.id)}) ([SVG]({curves.svg_link(run.id)}))\n\n{body}"
         sections.append(f"### {_inline(run.id)}\n\n{body}")
     return "\n\n".join(sections)
 

@@ -85,22 +85,49 @@ def update_experiments_md(
     data = runs if isinstance(runs, ReportData) else collect(
         runs, experiments=experiments, utterances=utterances, criteria=criteria, root=root)
     path = Path(path)
-    curves.write_curves(data.runs[-INTERVAL_RUNS:], path.parent / curves.CURVES_DIR)  # the runs interval_tables shows
+    # the runs interval_tables shows, each marked at the interval its verdict selected
+    curves.write_curves(data.runs[-INTERVAL_RUNS:], path.parent / curves.CURVES_DIR, data.verdict)
     if path.exists():
         text = path.read_bytes().decode("utf-8")
     else:
         text = f"# Experiments\n\n{PLACEHOLDER}\n"
     newline = "\r\n" if "\r\n" in text else "\n"
-    for name, (heading, render) in BLOCKS.items():
-        begin, end = _markers(name)
-        if begin not in text and end not in text:
-            if text and not text.endswith("\n"):
-                text += newline
-            text += newline.join(["", heading, "", begin, end, ""])
-        start, stop = _block_span(text, name, path)
-        body = render(data).replace("\n", newline)
-        text = "".join([text[:start], newline, body, newline, text[stop:]])  # not a + b + ...: a copy per +
-    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+    document = _splice_all(text, data, newline, path)
+    atomic_write(path, lambda fh: fh.write(document.encode("utf-8")))
+
+
+def _splice_all(text: str, data: ReportData, newline: str, path: Path) -> str:
+    """`text` with every block's content rendered between its markers, in one join (a copy of
+    the whole document per block would be five of a 5 MB one at 10,000 runs). Where a block's
+    markers lie inside another's, block by block in BLOCKS order instead, each splice on the
+    text the previous one left (a block whose markers a splice removed is appended at its turn)."""
+    every = text
+    for name in BLOCKS:  # the missing ones appended, in BLOCKS order
+        every = _with_block(every, name, newline)
+    spans = sorted((*_block_span(every, name, path), name) for name in BLOCKS)
+    if any(start < stop_before for (start, _, _), (_, stop_before, _) in zip(spans[1:], spans)):
+        for name, (_, render) in BLOCKS.items():
+            text = _with_block(text, name, newline)
+            start, stop = _block_span(text, name, path)
+            text = "".join([text[:start], newline, render(data).replace("\n", newline), newline, text[stop:]])
+        return text
+    parts, at = [], 0
+    for start, stop, name in spans:
+        body = BLOCKS[name][1](data)
+        parts += [every[at:start], newline, body if newline == "\n" else body.replace("\n", newline), newline]
+        at = stop
+    parts.append(every[at:])
+    return "".join(parts)
+
+
+def _with_block(text: str, name: str, newline: str) -> str:
+    """`text`, with block `name` (heading and empty markers) appended if it has neither marker."""
+    begin, end = _markers(name)
+    if begin in text or end in text:
+        return text
+    if text and not text.endswith("\n"):
+        text += newline
+    return text + newline.join(["", BLOCKS[name][0], "", begin, end, ""])
 
 
 def _markers(name: str) -> tuple[str, str]:
