@@ -196,3 +196,33 @@ def test_resume_picks_interrupted_runs_and_refuses_what_it_cannot_continue(run_o
     assert refused.returncode == 2 and "done is completed" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     store.close()
+
+
+def test_eval_start_trains_without_evaluating_yet_checkpoints_every_interval_and_resumes_exactly(run_overrides,
+                                                                                                 tmp_path):
+    overrides = [o for o in run_overrides if not o.startswith(("optim.steps", "eval.interval"))]
+    overrides += ["optim.steps=160", "eval.interval=40", "eval.start=120", "optim.lr=1e-2", "adapter.dropout=0.1"]
+    spec = spec_from_overrides(overrides)
+    assert spec.eval_steps == [0, 120, 160] and spec.checkpoint_steps == [40, 80]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *overrides], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store, deadline = Store(_url(overrides)), time.time() + 300
+    while time.time() < deadline:  # kill it past the first checkpoint-only step (40), before step 120
+        assert proc.poll() is None, "the run ended before it could be killed"
+        runs = store.list_runs()
+        if runs and (runs[0].progress_step or 0) > 45:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (killed,) = store.list_runs()
+    assert [i.step for i in killed.intervals] == [0]  # nothing evaluated between 0 and eval.start
+    resumed = subprocess.run([sys.executable, "-m", "orchestrator", *overrides], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {killed.id} from step " in resumed.stderr and "from step 0" not in resumed.stderr
+    (done,) = store.list_runs()
+    store.close()
+    assert [i.step for i in done.intervals] == [0, 120, 160]
+    assert _metrics(done) == twin_metrics(overrides, tmp_path / "twin")  # train loss since step 0 kept too

@@ -140,6 +140,9 @@ class DataConf:
 @dataclass
 class EvalConf:
     interval: int = 100
+    # first trained step evaluated (then every interval, and the end); null: eval.interval. Steps
+    # before it train without evaluating (checkpointed every interval all the same)
+    start: Optional[int] = None
     domain_manifest: str = "data/domain_manifest.jsonl"
     heldout_manifest: str = "data/heldout_manifest.jsonl"
     batch_size: int = 16

@@ -66,9 +66,16 @@ class RunSpec:
 
     @property
     def eval_steps(self) -> list[int]:
-        """Steps at which both manifests are evaluated: 0 (baseline), every interval, the end."""
-        steps = list(range(0, self.optim.steps, self.eval.interval))
-        return steps + [self.optim.steps]
+        """Steps at which both manifests are evaluated: 0 (baseline), every interval from eval.start
+        (default: the first interval), the end."""
+        start = self.eval.start or self.eval.interval
+        return [0, *range(start, self.optim.steps, self.eval.interval), self.optim.steps]
+
+    @property
+    def checkpoint_steps(self) -> list[int]:
+        """Steps before eval.start that save a checkpoint without evaluating (every interval)."""
+        start = self.eval.start or self.eval.interval
+        return list(range(self.eval.interval, min(start, self.optim.steps), self.eval.interval))
 
 
 def manifests_of(data: DataConf | dict, eval: EvalConf | dict) -> dict[str, str]:
@@ -156,6 +163,9 @@ def validate(c: RunConf) -> None:
     _check(0 < e.interval <= o.steps, "eval.interval",
            f"interval {e.interval} must be between 1 and optim.steps ({o.steps})",
            f"set eval.interval to at most {o.steps}")
+    _check(e.start is None or 0 < e.start <= o.steps, "eval.start",
+           f"the first evaluated step {e.start} must be between 1 and optim.steps ({o.steps})",
+           "set eval.start=null (evaluate from the first interval) or a step within the run")
     _check(e.batch_size > 0, "eval.batch_size", f"must be > 0, got {e.batch_size}", "set eval.batch_size=16")
     _check(a.r > 0, "adapter.r", f"rank must be > 0, got {a.r}", "set adapter.r=8")
     _check(a.alpha > 0, "adapter.alpha", f"must be > 0 (it scales the adapter's update), got {a.alpha}",

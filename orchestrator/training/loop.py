@@ -272,7 +272,7 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
     scheduler = build_scheduler(optimizer, spec)
     steps = Steps(model, optimizer, scheduler, params, grad_accum=o.grad_accum, grad_clip=o.grad_clip,
                   device=device, precision=spec.precision, run_id=run_id)
-    eval_steps = set(spec.eval_steps)
+    eval_steps, checkpoint_steps = set(spec.eval_steps), set(spec.checkpoint_steps)
     start, consumed, resumed_losses = 0, 0, ()
     if checkpoint.exists(run_dir):  # resuming: continue exactly where the last checkpoint left off
         state = checkpoint.load(run_dir, model=model, optimizer=optimizer, scheduler=scheduler)
@@ -394,12 +394,15 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
                 store.heartbeat(run_id)
                 beat = time.monotonic()
             at_eval = step in eval_steps
-            if at_eval or guard.requested or step % o.log_every == 0:
+            if at_eval or guard.requested or step % o.log_every == 0 or step in checkpoint_steps:
                 read_steps()
             if at_eval:
                 stop = evaluate_interval(step, last_lr, sum(losses) / len(losses))
                 losses.clear()
                 mark = telemetry.clock()
+            elif step in checkpoint_steps:  # before eval.start: nothing lost if the run dies here
+                checkpoint.save(run_dir, step=step, model=model, optimizer=optimizer, scheduler=scheduler,
+                                batches_consumed=consumed, interval_losses=losses)
             if guard.requested:
                 _checkpoint_on_interrupt(run_dir, step, at_eval, model=model, optimizer=optimizer,
                                          scheduler=scheduler, batches_consumed=consumed, interval_losses=losses)
