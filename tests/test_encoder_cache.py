@@ -156,7 +156,7 @@ def test_encoder_side_that_can_change_is_not_cached(tiny_checkpoint, train_utts,
 
 
 def _run(overrides: list[str], folder: Path, extra: list[str], on_interval=None):
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     overrides = [o for o in overrides if not o.startswith(("registry.url", "output_dir"))]
     overrides += [f"registry.url=sqlite:///{folder / 'registry.db'}", f"output_dir={folder / 'outputs'}", *extra]
     store = Store(f"sqlite:///{folder / 'registry.db'}")
@@ -192,3 +192,21 @@ def test_runs_with_and_without_the_cache_end_alike_and_resume_exactly(run_overri
             raise KeyboardInterrupt
     resumed = _run(run_overrides, tmp_path / "resumed", decoder_only, on_interval=stop_at_3)
     assert resumed.status == "completed" and _metrics(resumed) == _metrics(cached)
+
+
+def test_runs_of_one_folder_encode_the_training_set_once_and_end_as_if_each_had(run_overrides, tmp_path, caplog):
+    """The states are stored under the output folder's .encoder_cache/: a second run with another LR
+    reads them and ends exactly as its twin that encoded its own; a damaged file is encoded again."""
+    decoder_only = ["targets.components=[decoder]", "optim.steps=4", "eval.interval=2"]
+    _run(run_overrides, tmp_path / "shared", [*decoder_only, "optim.lr=3e-3"])
+    (entry,) = (tmp_path / "shared" / "outputs" / encoder_cache.SHARED_DIR).glob("*.pt")
+    with caplog.at_level(logging.INFO, logger="orchestrator.training.encoder_cache"):
+        second = _run(run_overrides, tmp_path / "shared", decoder_only)
+    assert f"read from {entry}" in caplog.text
+    own = _run(run_overrides, tmp_path / "own", decoder_only)
+    assert second.config_hash == own.config_hash and _metrics(second) == _metrics(own)
+    entry.write_bytes(entry.read_bytes()[:100])  # torn
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="orchestrator.training.encoder_cache"):
+        again = _run(run_overrides, tmp_path / "shared", [*decoder_only, "rerun=true"])
+    assert "is damaged; encoding again" in caplog.text and _metrics(again) == _metrics(own)

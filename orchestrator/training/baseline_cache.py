@@ -76,20 +76,20 @@ def base_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _code_digest() -> str:
+def code_digest(sources: tuple[str, ...] = SOURCES) -> str:
     import peft
     import transformers
 
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256(f"{torch.__version__} {transformers.__version__} {peft.__version__}".encode())
-    for rel in SOURCES:
+    for rel in sources:
         h.update((root / rel).read_bytes())
     return h.hexdigest()
 
 
 def key(base: str, utts: Sequence, digests: dict[str, str], settings: dict) -> str:
     """The entry's name: a hash of the base weights, the set (order, text, audio) and the settings."""
-    h = hashlib.sha256(json.dumps({"base": base, "code": _code_digest(), "settings": settings}, sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps({"base": base, "code": code_digest(), "settings": settings}, sort_keys=True).encode())
     for u in utts:
         h.update(json.dumps([u.audio_filepath, u.text, digests.get(u.audio_filepath)]).encode())
     return h.hexdigest()[:32]
@@ -109,7 +109,7 @@ def _load(text: str) -> EvalResult:
 
 
 @contextmanager
-def _locked(path: Path, *, wait: bool) -> Iterator[bool]:
+def locked(path: Path, *, wait: bool = True) -> Iterator[bool]:
     """Hold `path`'s lock (True), or, with wait=False and another process holding it, don't (False)."""
     with open(path, "a") as handle:
         try:
@@ -154,7 +154,7 @@ class SharedBaseline:
                     continue
                 found = self._get(name)
                 if found is None:
-                    with _locked(self.folder / f"{name}.lock", wait=wait) as held:
+                    with locked(self.folder / f"{name}.lock", wait=wait) as held:
                         if not held:
                             continue
                         found = self._get(name)  # finished while this process waited for the lock

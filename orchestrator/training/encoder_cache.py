@@ -31,14 +31,18 @@ there, and the cache under optim.cache_encoder_max_mb.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from orchestrator.artifacts.atomic import atomic_write
 from orchestrator.config.schema import OptimConf
 from orchestrator.data.batching import AudioBank, label_ids, model_inputs, raw_audio_layout, to_device
 from orchestrator.data.manifest import Utterance
@@ -47,6 +51,8 @@ log = logging.getLogger(__name__)
 
 MODEL_CLASS = "MoonshineStreamingForConditionalGeneration"
 BUILD_BATCH = 16  # utterances per encoder call while building (sorted by length: little padding)
+SHARED_DIR = ".encoder_cache"  # under the output folder: states shared by the runs of one base model
+SHARED_SOURCES = ("training/encoder_cache.py", "data/batching.py", "data/audio.py")
 DROPOUT_ATTRS = ("attention_dropout", "dropout", "hidden_dropout", "activation_dropout")
 StepInputs = Callable[[Sequence[Utterance]], dict]
 
@@ -227,9 +233,10 @@ class EncoderCache:
 
 
 def step_inputs(conf: OptimConf, model: nn.Module, processor, bank: AudioBank, utts: Sequence[Utterance],
-                device: torch.device) -> StepInputs:
+                device: torch.device, shared_dir: Path | None = None) -> StepInputs:
     """batch -> model inputs for the training step: cached encoder states when optim.cache_encoder
-    is auto and the encoder side cannot change (logged), else the ordinary input_values."""
+    is auto and the encoder side cannot change (logged), else the ordinary input_values. With
+    `shared_dir`, runs on the same base weights and utterances build the states once between them."""
     plain = functools.partial(_plain, processor, bank, device)
     if conf.cache_encoder == "off":
         return plain
@@ -249,13 +256,50 @@ def step_inputs(conf: OptimConf, model: nn.Module, processor, bank: AudioBank, u
     model.train()  # the mode of the training step (no dropout or batch norm there: checked)
     started = time.perf_counter()
     try:
-        cache.build(paths)
+        how = _build_or_read(cache, model, bank, paths, shared_dir)
     finally:
         model.train(was_training)
-    log.info("encoder cache: %d utterances encoded once in %.1f s, %d frames x %d = %.1f MB; training steps skip "
-             "the encoder", len(cache.offset), time.perf_counter() - started, cache.flat.shape[0], cache.flat.shape[1],
+    log.info("encoder cache: %d utterances %s in %.1f s, %d frames x %d = %.1f MB; training steps skip the encoder",
+             len(cache.offset), how, time.perf_counter() - started, cache.flat.shape[0], cache.flat.shape[1],
              size / 2 ** 20)
     return cache.inputs
+
+
+def _build_or_read(cache: EncoderCache, model: nn.Module, bank: AudioBank, paths: Sequence[str],
+                   shared_dir: Path | None) -> str:
+    """Fill `cache`: read from `shared_dir` when a run on the same base weights, audio and code
+    stored these utterances' states, else encoded (and stored there for the next run).
+
+    The states are a function of the frozen encoder's weights, the audio and the build's batches
+    (the sorted set of paths, BUILD_BATCH at a time), all in the key, so every run that would build
+    them builds the same tensors; one file per set, written atomically under a lock (a second run
+    started at the same time waits for the first instead of encoding too)."""
+    if shared_dir is None or any(p not in bank.digests for p in paths):  # unknown audio: no key
+        cache.build(paths)
+        return "encoded once"
+    from orchestrator.training import baseline_cache
+
+    h = hashlib.sha256(json.dumps({"base": baseline_cache.base_digest(model), "dtype": str(cache._dtype()),
+                                   "device": cache.device.type, "batch": BUILD_BATCH,
+                                   "audio": [bank.data.sample_rate, bank.data.rms_target],
+                                   "code": baseline_cache.code_digest(SHARED_SOURCES)}).encode())
+    for p in sorted(set(paths)):
+        h.update(f"{p}\0{bank.digests[p]}\n".encode())
+    shared_dir.mkdir(parents=True, exist_ok=True)
+    entry = shared_dir / f"{h.hexdigest()[:32]}.pt"
+    with baseline_cache.locked(entry.with_suffix(".lock")):
+        if entry.exists():
+            try:
+                state = torch.load(entry, map_location=cache.device, weights_only=True)
+                cache.flat, cache.offset = state["flat"], {p: tuple(o) for p, o in state["offset"].items()}
+                if set(cache.offset) == set(paths):
+                    return f"read from {entry}"
+            except (OSError, RuntimeError, KeyError, EOFError):
+                log.warning("encoder cache: %s is damaged; encoding again", entry)
+        cache.offset = {}
+        cache.build(paths)
+        atomic_write(entry, lambda fh: torch.save({"flat": cache.flat.cpu(), "offset": cache.offset}, fh))
+    return f"encoded once (kept in {shared_dir} for the next run)"
 
 
 def _plain(processor, bank: AudioBank, device: torch.device, utts: Sequence[Utterance]) -> dict:

@@ -286,7 +286,8 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
         bank.prepare(u.audio_filepath for u in part)
     amp = functools.partial(precisions.autocast, device, spec.precision)
     with amp():  # cached encoder states are computed as the ordinary step would compute them
-        step_inputs = encoder_cache.step_inputs(o, model, processor, bank, [*splits.train.kept, *replay], device)
+        step_inputs = encoder_cache.step_inputs(o, model, processor, bank, [*splits.train.kept, *replay], device,
+                                                shared_dir=Path(spec.output_dir) / encoder_cache.SHARED_DIR)
 
     recorded = store.get_run(run_id)
     intervals: list[Interval] = list(recorded.intervals)  # so far (a resumed run has some)
