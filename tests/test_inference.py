@@ -124,7 +124,7 @@ def test_one_encoder_pass_decodes_exactly_as_two(trained, speech):
     import torch
 
     from orchestrator.data.batching import model_inputs
-    from orchestrator.training.evaluate import decode, token_budget
+    from orchestrator.training.evaluate import decode, merged_lora, token_budget
     from orchestrator.data.manifest import read_manifest
 
     _, run_dir = trained
@@ -136,7 +136,7 @@ def test_one_encoder_pass_decodes_exactly_as_two(trained, speech):
 
     order = sorted(range(len(utts)), key=lambda i: -utts[i].duration)
     texts, loss_sum, tokens = {}, 0.0, 0
-    with torch.no_grad():
+    with torch.no_grad(), merged_lora(model):  # as decode computes (test_merged_eval.py: as the adapter says)
         for start in range(0, len(order), 5):
             idx = order[start:start + 5]
             batch = [utts[i] for i in idx]
