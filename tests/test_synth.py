@@ -133,7 +133,7 @@ def test_demo_set_renders_through_the_same_path(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setattr(synth, "DEMO_ATC", {"domain_eval": ((0, 3),), "domain_train": ((3, 6),), "pretrain": ((6, 8),),
                                             "domain_dev": ((8, 9),)})
     paths = synth.make_demo_set(tmp_path)
-    assert sorted(paths) == ["accent_dev", "accent_eval", "accent_eval_1200", "accent_eval_2400", "accent_eval_extra",
+    assert sorted(paths) == ["accent_dev", "accent_eval", "accent_eval_2400", "accent_eval_extra",
                              "accent_train", "domain_dev", "domain_eval", "domain_train", "heldout", "heldout_3000",
                              "heldout_6000", "heldout_extra", "replay", "replay_2000", "replay_extra"]
     for union, parts in synth.DEMO_UNIONS.items():  # a union of sets: no audio of its own
