@@ -204,7 +204,7 @@ class StoreReads:
             rows = connection.execute(select(*_run_columns(True)).order_by(table.c.id)).all()
             summary = {row[0]: tuple(row[1:]) for row in connection.execute(
                 select(intervals.c.run_id, func.count(), func.max(intervals.c.step), func.max(intervals.c.created_at))
-                .group_by(intervals.c.run_id))}
+                .group_by(intervals.c.run_id)).all()}
             artifacts = _children(connection, SqlArtifact, ARTIFACT_COLUMNS, ())
             checks = _children(connection, SqlCheck, CHECK_COLUMNS, ())
             digests, shells = {}, []
