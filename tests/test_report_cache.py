@@ -1,6 +1,7 @@
 """The report cache (orchestrator/report/cache.py): a report that keeps the pieces of unchanged
 runs writes byte for byte what a report without it writes, and each kind of change renders
-anew exactly the runs it touched. Real SQLite registries, real Store, real files."""
+anew exactly the runs it touched. Real registries (SQLite, and PostgreSQL for the main test),
+real Store, real files."""
 from __future__ import annotations
 
 import shutil
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from conftest import BACKENDS, cli, registry_url
 from orchestrator.artifacts.run_folder import ADAPTER_WEIGHTS
 from orchestrator.config.criteria import CriteriaConf
 from orchestrator.registry import Store
@@ -65,8 +66,10 @@ class Reports:
         return {ids[0] for ids in self.warm().get("matrix", ())}
 
 
-def test_a_warm_report_is_the_cold_one_and_each_change_renders_its_runs_anew(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'registry.db'}")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_warm_report_is_the_cold_one_and_each_change_renders_its_runs_anew(backend: str, request: pytest.FixtureRequest,
+                                                                             tmp_path: Path) -> None:
+    store = Store(registry_url(backend, request, tmp_path))
     fill(store, tmp_path)  # full-a (per-utterance data, adapter on disk), gaps-b, ext-c, live-d (running), sweep-0/1
     seeded(store, "rep-0", 0), seeded(store, "rep-1", 1)
     for k in range(2):
