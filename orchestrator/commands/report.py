@@ -15,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("--output", default="EXPERIMENTS.md", type=Path)
     p.add_argument("--run", action="append", metavar="RUN_ID",
                    help="print this run's verdict section instead (repeatable): EXPERIMENTS.md has the most recent runs'")
+    p.add_argument("--no-cache", action="store_true",
+                   help="judge and render every run anew, neither reading nor writing experiments/.report_cache.json "
+                        "(beside the output), which keeps what runs that did not change rendered to")
 
 
 def run(args) -> None:
@@ -22,6 +25,7 @@ def run(args) -> None:
         from orchestrator.config.criteria import load_criteria
         from orchestrator.config.paths import DEFAULT_CRITERIA, declared_experiments
         from orchestrator.report import run_sections, write_report
+        from orchestrator.report.cache import ReportCache
 
         store = open_existing(args.registry)
         try:
@@ -29,10 +33,12 @@ def run(args) -> None:
             if args.run:
                 print(run_sections(store, args.run, criteria=criteria))
                 return
-            count = write_report(store, args.output, experiments=declared_experiments(), criteria=criteria)
+            cache = None if args.no_cache else ReportCache.beside(args.output)
+            count = write_report(store, args.output, experiments=declared_experiments(), criteria=criteria, cache=cache)
         finally:
             store.close()
-    print(f"{args.output}: {count} runs")
+    kept = "" if cache is None else f" ({cache.rendered()} judged anew, {count - cache.rendered()} kept in {cache.path})"
+    print(f"{args.output}: {count} runs{kept}")
 
 
 @contextmanager

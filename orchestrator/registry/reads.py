@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import dataclasses
+import hashlib
 import itertools
+import pickle
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 
 RETRIES = 8  # attempts of one transaction on a transient conflict (backoff 0.05 s doubling, <= 2 s)
 INTERVALS_PER_FETCH = 20_000  # interval rows fetched at a time by list_runs
+RUNS_PER_QUERY = 2000  # run ids per IN of report_runs' interval reads
 UTTERANCE_KEYS_PER_QUERY = 2000  # (run, step) pairs per IN: 4,000 bound values, under SQLite's limit
 T = TypeVar("T")
 
@@ -164,45 +168,70 @@ class StoreReads:
         and unpacked by position (no ORM objects, no lookup by column name): the runs with how
         many intervals each has, then their intervals, artifacts and checks."""
         chosen = select(SqlRun.id).where(*where)
-
-        def children(connection: Connection, model: type[Base], names: Sequence[str]) -> dict[str, list[Any]]:
-            table = model.__table__
-            query = select(table.c.run_id, *(table.c[name] for name in names)).order_by(table.c.run_id, table.c[names[0]])
-            if where:
-                query = query.where(table.c.run_id.in_(chosen))
-            rows = connection.execute(query).all()
-            return {run_id: [row[1:] for row in group] for run_id, group in itertools.groupby(rows, key=_RUN_ID)}
-
-        def intervals(connection: Connection, counts: Sequence[int]) -> list[tuple[Interval, ...]]:
-            """The intervals of each run, in the order of run ids, `counts` of them: their rows
-            in (run id, step) order, cut by the counts. Read in the transaction's one snapshot
-            (see _session), rows and counts agree; rows without their run id are 500,000 strings
-            fewer for the report."""
-            table = SqlInterval.__table__
-            query = select(*(table.c[name] for name in (JUDGED_FIELDS if lean else Interval._fields)))
-            query = query.where(table.c.run_id.in_(chosen)).order_by(table.c.run_id, table.c.step)
-            build = _judged_intervals if lean else _full_intervals
-            found: list[Interval] = []
-            for part in _partitions(connection, query, INTERVALS_PER_FETCH):
-                found += build(part)
-            if len(found) != sum(counts):  # not one snapshot after all: never cut rows wrongly
-                raise RegistryError("the registry's intervals changed while they were read",
-                                    where=safe_url(self.url), fix="run the command again")
-            every, cut = tuple(found), [0, *itertools.accumulate(counts)]  # a tuple's slices are tuples
-            return [every[start:stop] for start, stop in zip(cut, cut[1:])]
+        within = (chosen,) if where else ()
 
         def load(session: Session) -> list[Run]:
             connection = session.connection()  # Core results: the session's ORM result layer adds nothing here
             table = SqlRun.__table__
             count = select(func.count()).where(SqlInterval.run_id == table.c.id).scalar_subquery()
             rows = connection.execute(select(count, *_run_columns(lean)).where(*where).order_by(table.c.id)).all()
-            by_run = intervals(connection, [row[0] for row in rows])  # by run id, as `rows`
-            artifacts = children(connection, SqlArtifact, ARTIFACT_COLUMNS)
-            checks = children(connection, SqlCheck, CHECK_COLUMNS)
+            # by run id, as `rows`
+            by_run = _intervals_of(connection, chosen, [row[0] for row in rows], lean, self.url)
+            artifacts = _children(connection, SqlArtifact, ARTIFACT_COLUMNS, within)
+            checks = _children(connection, SqlCheck, CHECK_COLUMNS, within)
             runs = [_to_run(row[1:], found, artifacts.get(row[1], ()), checks.get(row[1], ()))
                     for row, found in zip(rows, by_run)]
             runs.sort(key=_STARTED_AT)  # stable: ties stay by id, as ORDER BY started_at, id
             return runs
+
+        return self._transact(load, read_only=True)
+
+    def report_runs(self, choose: Callable[[list[Run], Mapping[str, str]], tuple[Collection[str], Collection[str]]]
+                    ) -> tuple[list[Run], dict[str, str]]:
+        """Every run, oldest first, read in one snapshot in two steps, for a report that keeps
+        what it rendered from runs that did not change (report/cache.py).
+
+        First every run as `list_runs(lean=True)` reads it but without intervals, and a digest
+        of each: of its row as read, its artifacts and checks, and its intervals' count, last
+        step and latest `created_at` (aggregates: no interval row is fetched). Anything recorded
+        about a run changes its digest: a new interval, a replaced one (add_interval stamps it
+        anew; its per-utterance results are written with it), a status, an annotation, an
+        artifact, a check. Then `choose(runs, digests)` names the runs whose intervals to read,
+        (lean ones, full ones); returns the runs, those with their intervals, and the digests."""
+        def load(session: Session) -> tuple[list[Run], dict[str, str]]:
+            connection = session.connection()
+            table, intervals = SqlRun.__table__, SqlInterval.__table__
+            rows = connection.execute(select(*_run_columns(True)).order_by(table.c.id)).all()
+            summary = {row[0]: tuple(row[1:]) for row in connection.execute(
+                select(intervals.c.run_id, func.count(), func.max(intervals.c.step), func.max(intervals.c.created_at))
+                .group_by(intervals.c.run_id)).all()}
+            artifacts = _children(connection, SqlArtifact, ARTIFACT_COLUMNS, ())
+            checks = _children(connection, SqlCheck, CHECK_COLUMNS, ())
+            digests, shells = {}, []
+            for row in rows:
+                run_id = row[0]
+                found = (tuple(row), summary.get(run_id), artifacts.get(run_id, ()), checks.get(run_id, ()))
+                # pickle: a value's bytes (it unpickles to an equal value: unequal ones never share them), at half repr's cost
+                digests[run_id] = hashlib.blake2b(pickle.dumps(found, 5), digest_size=16).hexdigest()
+                shells.append(_to_run(row, (), found[2], found[3]))
+            shells.sort(key=_STARTED_AT)  # stable: ties stay by id, as list_runs
+            lean, full = choose(shells, digests)
+            wanted = {**dict.fromkeys(lean, True), **dict.fromkeys(full, False)}
+            order = [row[0] for row in rows if row[0] in wanted]  # by id, as the interval rows come
+            read: dict[str, tuple[Interval, ...]] = {}
+            for is_lean in (True, False):
+                ids = [run_id for run_id in order if wanted[run_id] is is_lean]
+                counts = [summary[run_id][0] if run_id in summary else 0 for run_id in ids]
+                if len(ids) == len(rows):  # every run: one query (of the runs' rows: never an orphan's)
+                    found = _intervals_of(connection, select(table.c.id), counts, is_lean, self.url)
+                    read.update(zip(ids, found))
+                    continue
+                for start in range(0, len(ids), RUNS_PER_QUERY):
+                    chunk = ids[start:start + RUNS_PER_QUERY]
+                    found = _intervals_of(connection, chunk, counts[start:start + RUNS_PER_QUERY], is_lean, self.url)
+                    read.update(zip(chunk, found))
+            runs = [dataclasses.replace(run, intervals=read[run.id]) if run.id in read else run for run in shells]
+            return runs, digests
 
         return self._transact(load, read_only=True)
 
@@ -234,6 +263,38 @@ class StoreReads:
             return out
 
         return self._transact(count, read_only=True)
+
+
+def _children(connection: Connection, model: type[Base], names: Sequence[str], within: Sequence[Any]
+              ) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows of a run's child table (artifacts, checks) by run id, `names` of each; of the
+    runs a select of ids in `within` names, or of every run."""
+    table = model.__table__
+    query = select(table.c.run_id, *(table.c[name] for name in names)).order_by(table.c.run_id, table.c[names[0]])
+    if within:
+        query = query.where(table.c.run_id.in_(within[0]))
+    rows = connection.execute(query).all()
+    return {run_id: [tuple(row[1:]) for row in group] for run_id, group in itertools.groupby(rows, key=_RUN_ID)}
+
+
+def _intervals_of(connection: Connection, runs: Any, counts: Sequence[int], lean: bool, url: str
+                  ) -> list[tuple[Interval, ...]]:
+    """The intervals of each run, in the order of run ids, `counts` of them: their rows in (run
+    id, step) order, cut by the counts. `runs`: a select of run ids or a list of them. Read in
+    the transaction's one snapshot (see StoreReads._session), rows and counts agree; rows
+    without their run id are 500,000 strings fewer for the report. `lean`: JUDGED_FIELDS only."""
+    table = SqlInterval.__table__
+    query = select(*(table.c[name] for name in (JUDGED_FIELDS if lean else Interval._fields)))
+    query = query.where(table.c.run_id.in_(runs)).order_by(table.c.run_id, table.c.step)
+    build = _judged_intervals if lean else _full_intervals
+    found: list[Interval] = []
+    for part in _partitions(connection, query, INTERVALS_PER_FETCH):
+        found += build(part)
+    if len(found) != sum(counts):  # not one snapshot after all: never cut rows wrongly
+        raise RegistryError("the registry's intervals changed while they were read",
+                            where=safe_url(url), fix="run the command again")
+    every, cut = tuple(found), [0, *itertools.accumulate(counts)]  # a tuple's slices are tuples
+    return [every[start:stop] for start, stop in zip(cut, cut[1:])]
 
 
 def _partitions(connection: Connection, query: Select, size: int) -> Iterator[Sequence[Any]]:

@@ -12,6 +12,8 @@ the most recent runs, and a verdict matrix has every run's verdict on each crite
   verdicts_md.py verdict matrix, per-run verdicts, replication groups
   markdown.py    tables, escaping, number formats
   document.py    splice the blocks into EXPERIMENTS.md; write_report, run_sections
+  pieces.py      rendered pieces kept by the digests of the runs they show
+  cache.py       experiments/.report_cache.json: what `orchestrator report` keeps between reports
 """
 from orchestrator.report.blocks import INTERVAL_RUNS, STATUS_NOTE, interval_tables, run_matrix
 from orchestrator.report.collect import ReportData, collect

@@ -39,31 +39,33 @@ def run_matrix(runs: Sequence[Run] | ReportData) -> str:
         "Compute",
         "Note",
     ]
-    rows = []
-    for run in data.runs:
-        verdict = data.verdict(run)
-        picks = (run.baseline, verdict.selection.interval if verdict.selection else None, run.final)
-        rows.append([
-            run.id,
-            run.experiment,
-            run.model_id,
-            str(run.steps),
-            _lr(run.lr),
-            "DoRA" if run.dora else "LoRA",
-            run.target_summary,
-            matrix_status(run, verdict),
-            "external" if run.external else run.status,
-            _wer_triple(picks, "domain_wer"),
-            _wer_triple(picks, "heldout_wer"),
-            _compute(run),
-            _note(run),
-        ])
+    rows = [data.piece("matrix", [run], lambda run=run: _matrix_row(run, data)) for run in data.runs]
     triple = " / ".join([MISSING] * 3)
     for name in data.planned:
         rows.append([MISSING, name, *[MISSING] * 5, PLANNED, MISSING, triple, triple, MISSING, ""])
     if not rows:
         return "_No runs recorded yet._"
     return _table(headers, rows, align="lllrrllllrrll") + "\n\n" + STATUS_NOTE
+
+
+def _matrix_row(run: Run, data: ReportData) -> list[str]:
+    verdict = data.verdict(run)
+    picks = (run.baseline, verdict.selection.interval if verdict.selection else None, run.final)
+    return [
+        run.id,
+        run.experiment,
+        run.model_id,
+        str(run.steps),
+        _lr(run.lr),
+        "DoRA" if run.dora else "LoRA",
+        run.target_summary,
+        matrix_status(run, verdict),
+        "external" if run.external else run.status,
+        _wer_triple(picks, "domain_wer"),
+        _wer_triple(picks, "heldout_wer"),
+        _compute(run),
+        _note(run),
+    ]
 
 
 INTERVAL_RUNS = 25  # interval tables for the most recent runs only: at 10,000 runs they would be 68 MB

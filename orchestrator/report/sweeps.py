@@ -30,15 +30,22 @@ def sweep_sections(runs: Sequence[Run] | ReportData) -> str:
     with the tuned step's domain and heldout WER and the verdict, and a Mermaid xychart of those
     two WERs against the learning rate (GitHub renders it)."""
     data = runs if isinstance(runs, ReportData) else ReportData(runs)
-    sweeps: dict[str, list[Run]] = {}
-    for run in data.runs:
-        if run.sweep_id and not run.sweep_id.startswith(TUNE_PREFIX):  # tune studies have their own block
-            sweeps.setdefault(run.sweep_id, []).append(run)
-    sweeps = {key: members for key, members in sweeps.items() if len(members) > 1}  # one run sweeps nothing
+    sweeps = sweeps_of(data.runs)
     if not sweeps:
         return "_No sweeps recorded yet (`python -m orchestrator -m ...` records one)._"
-    sections = [_sweep_section(sweep_id, members, data) for sweep_id, members in sweeps.items()]
+    sections = [data.piece("sweep", members, lambda key=key, members=members: _sweep_section(key, members, data))
+                for key, members in sweeps.items()]
     return "\n\n".join(sections) + "\n\n" + SWEEP_NOTE
+
+
+def sweeps_of(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """The sweeps the block shows: runs by sweep_id (tune studies have their own block), those of
+    two or more runs (one run sweeps nothing), in the order of `runs`."""
+    sweeps: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.sweep_id and not run.sweep_id.startswith(TUNE_PREFIX):
+            sweeps.setdefault(run.sweep_id, []).append(run)
+    return {key: members for key, members in sweeps.items() if len(members) > 1}
 
 
 def _sweep_section(sweep_id: str, runs: list[Run], data: ReportData) -> str:

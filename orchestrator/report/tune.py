@@ -163,7 +163,8 @@ def tune_sections(data) -> str:
     campaigns = campaign_runs(data.runs)
     if not campaigns:
         return "_No tune campaigns recorded yet (`orchestrator tune +exp=NAME tune.budget_runs=N` runs one)._"
-    return "\n\n".join(_section(name, runs, _family(runs, data)) for name, runs in campaigns.items())
+    return "\n\n".join(data.piece("tune", runs, lambda name=name, runs=runs: _section(name, runs, _family(runs, data)))
+                       for name, runs in campaigns.items())
 
 
 def _family(runs: Sequence[Run], data) -> Callable[[Run], object]:

@@ -32,7 +32,7 @@ def verdict_sections(runs: Sequence[Run] | ReportData) -> str:
     if len(runs) > VERDICT_RUNS:
         parts += [VERDICT_MATRIX_NOTE.format(recent=VERDICT_RUNS, total=len(runs)), verdict_matrix(data)]
         runs = runs[-VERDICT_RUNS:]
-    if data.groups:
+    if data.group_members or data.groups:
         parts.append(group_sections(data))
     parts += [_verdict_section(run, data.verdict(run)) for run in runs]
     return "\n\n".join(parts)
@@ -50,29 +50,36 @@ def group_sections(data: ReportData) -> str:
     """One row per replication group: seeds, the group verdict with its interval, k of n seeds PASS."""
     from orchestrator.acceptance.groups import MIN_SEEDS
 
-    rows = []
-    for g in data.groups:
-        value = MISSING if g.reduction is None else (
-            f"{g.reduction:+.2f} pts [{g.low:+.2f}, {g.high:+.2f}]")
-        status = "reproducible" if g.reproducible else g.status
-        rows.append([g.experiment, ", ".join(map(str, g.seeds)), status, value,
-                     f"{g.passed} of {len(g.seeds)} seeds PASS", g.note, ", ".join(g.run_ids)])
+    judged = {g.run_ids: g for g in data.groups}
+    if data.group_members:  # judged by collect, or kept (pieces.py)
+        rows = [data.piece("group", members, lambda members=members: _group_row(judged[tuple(r.id for r in members)]))
+                for members in data.group_members]
+    else:
+        rows = [_group_row(g) for g in data.groups]
     table = _table(["Experiment", "Seeds", "Group verdict", "Domain reduction (group CI)", "Seeds passing",
                     "How", "Runs"], rows, align="lllrlll")
     return "#### Replication groups\n\n" + table + "\n\n" + GROUP_NOTE.format(min_seeds=MIN_SEEDS)
+
+
+def _group_row(g) -> list[str]:
+    value = MISSING if g.reduction is None else f"{g.reduction:+.2f} pts [{g.low:+.2f}, {g.high:+.2f}]"
+    status = "reproducible" if g.reproducible else g.status
+    return [g.experiment, ", ".join(map(str, g.seeds)), status, value, f"{g.passed} of {len(g.seeds)} seeds PASS",
+            g.note, ", ".join(g.run_ids)]
 
 
 def verdict_matrix(runs: Sequence[Run] | ReportData) -> str:
     """One row per run: its overall verdict and its verdict on each criterion (PASS, FAIL,
     INCONCLUSIVE or N/A)."""
     data = runs if isinstance(runs, ReportData) else ReportData(runs)
-    rows = []
-    for run in data.runs:
-        verdict = data.verdict(run)
-        status = {v.name: v.status for v in verdict.criteria}
-        rows.append([run.id, "pending" if run.status == RunStatus.RUNNING else verdict.overall, *map(status.get, TITLES)])
+    rows = [data.piece("verdicts", [run], lambda run=run: _matrix_row(run, data.verdict(run))) for run in data.runs]
     headers = ["Run ID", "Overall", *TITLES.values()]
     return _table(headers, rows, align="l" * len(headers))
+
+
+def _matrix_row(run: Run, verdict: RunVerdict) -> list[str]:
+    status = {v.name: v.status for v in verdict.criteria}
+    return [run.id, "pending" if run.status == RunStatus.RUNNING else verdict.overall, *map(status.get, TITLES)]
 
 
 def _verdict_section(run: Run, verdict: RunVerdict) -> str:
