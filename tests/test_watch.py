@@ -1,13 +1,16 @@
 """`orchestrator watch`: one line per run from the registry while a campaign trains, a summary at the end."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 from orchestrator.registry import Store
 from orchestrator.report.progress import progress_table
 from orchestrator.training import loop as train
 
-from conftest import cli
+from conftest import ROOT, cli
 
 
 def test_a_finished_run_is_one_line_and_the_summary_gives_its_verdict(make_spec, run_overrides, tmp_path):
@@ -59,3 +62,15 @@ def test_watch_ends_when_the_processes_it_waits_for_end(tmp_path):
     proc = cli("watch", "--registry", f"sqlite:///{tmp_path / 'r.db'}", "--while-pid", str(2 ** 22 + 7),
                "--every", "0.1")
     assert proc.returncode == 0 and "(no run" in proc.stdout  # a dead pid ends the watch at its first look
+
+
+def test_watch_waits_for_the_registry_its_campaign_will_make(tmp_path):
+    """--while-pid: a registry that does not exist yet is waited for while the process lives."""
+    url = f"sqlite:///{tmp_path / 'later.db'}"
+    maker = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep(2); from orchestrator.registry import Store; "
+                              f"Store({url!r}); time.sleep(1)"], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = cli("watch", "--registry", url, "--while-pid", str(maker.pid), "--every", "0.2")
+    maker.wait()
+    assert out.returncode == 0, out.stderr
+    assert "no run" in out.stdout
+    assert cli("watch", "--registry", f"sqlite:///{tmp_path / 'never.db'}").returncode != 0  # nothing to wait for

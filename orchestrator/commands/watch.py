@@ -35,6 +35,13 @@ def _since(text: str | None) -> datetime | None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (an exited child its parent has not reaped yet counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rpartition(")")[2].split()[0] == "Z":
+                return False
+    except (OSError, IndexError):
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -44,12 +51,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _wait_for_registry(args):
+    """The registry; while a process it waits for is alive, a registry not made yet is waited for
+    (the campaign it watches creates it with its first run)."""
+    from orchestrator.errors import RegistryError
+
+    while True:
+        try:
+            return open_existing(args.registry)
+        except RegistryError:
+            if args.once or not any(_alive(pid) for pid in args.while_pid):
+                raise
+            time.sleep(args.every)
+
+
 def run(args) -> None:
     from orchestrator.registry import RunStatus
     from orchestrator.registry.liveness import settle
     from orchestrator.report.progress import progress_table, summary_table
 
-    since, store = _since(args.since), open_existing(args.registry)
+    since = _since(args.since)
+    store = _wait_for_registry(args)
     tty = sys.stdout.isatty()
     drawn, shown, last_print = 0, None, 0.0
 
