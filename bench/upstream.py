@@ -1,41 +1,57 @@
 """Side by side with Moonshine's own trainer, `moonshine-voice[lora]` (`python -m moonshine_voice.lora`).
 
-Same base model (demo/base/), same training utterances, same domain evaluation manifest, same
+Same base model (demo/base/), same training utterances, same domain evaluation utterances, same
 recipe as far as both expose it: LoRA r 8, scale 1 (alpha = r), no dropout, on the decoder's
-self-attention q/k/v only (upstream's default `--sites decoder`; ours `targets.components=[decoder]
-targets.kinds=[self_attn] targets.exclude=[.*o_proj]`, i.e. `targets=decoder_self_qkv`), the same LR,
-batch size, steps, seed and schedule (linear warm-up over 10% of the steps, then a constant LR: upstream
-`--warmup`, ours `optim.scheduler._target_=transformers.get_constant_schedule_with_warmup`, as
-conf/optim/upstream.yaml), no early stopping (upstream's evaluation interval = the run, patience
-1000; ours `optim.early_stopping.enabled=false`), no replay (upstream `--no-replay`; ours
-`data.replay_manifest=null data.replay_fraction=0`), fp32 on the CPU with one torch thread, one
-after the other.
+self-attention q/k/v only (upstream's default `--sites decoder`; ours `+exp=upstream_lora_recipe`,
+`targets=decoder_self_qkv`), the same LR, batch size, steps, seeds and schedule (linear warm-up over
+10% of the steps, then a constant LR: upstream `--warmup`, ours
+`optim.scheduler._target_=transformers.get_constant_schedule_with_warmup`, as conf/optim/upstream.yaml),
+no early stopping (upstream's evaluation interval = the run, patience 1000; ours
+`optim.early_stopping.enabled=false`), no replay (upstream `--no-replay`; ours
+`data.replay_manifest=null data.replay_fraction=0`), fp32 on the CPU with one torch thread, one run at
+a time.
 
   upstream  its own venv (default bench/.cache/upstream-venv; never our dependency), created on
             first use: `pip install -c constraints torch==2.13.0 'moonshine-voice[lora]==0.1.5'`
-  ours      `python -m orchestrator +exp=demo_decoder_only ...` (the CLI, in a subprocess)
+  ours      `python -m orchestrator +exp=upstream_lora_recipe model=demo_base data=demo eval=demo ...`
+            (the CLI, in a subprocess)
 
-Step time: each trainer runs under a small wrapper (bench/.cache/upstream/.../stepclock.py) that
+Seeds: `--seeds N` trains both at seeds 0 .. N-1 (default 3); every WER difference is pooled over
+them by the replication group's two-level bootstrap (acceptance.groups.pool_seeds over one
+utterance resample shared by every run: acceptance.bootstrap.replicate_wers), 95% interval; the
+target is its upper end <= +0.3 points for WER(ours) - WER(theirs), at equal steps.
+
+Ablation: `--ablate share_a,sorted,warmup` also trains `before` (our trainer as it was when the
+comparison began: one LoRA A per projection, duration buckets, the first step at LR 0) and `before`
+with each option alone (adapter.share_a=true, data.batching=sorted, optim.schedule_shift=true),
+and prints each one's pooled effect against `before` and against theirs (bench/upstream_report.py).
+Runs are cached in bench/.cache/upstream/ (theirs by its command, the venv's versions and the
+manifests; ours by its identity hash and our code on disk), so theirs trains once per seed for every
+variant, and a variant that resolves to the same run as another (e.g. `warmup` and the recipe)
+shares it.
+
+Step time: each trainer runs under a small wrapper (stepclock.py in the run's folder) that
 registers torch's global optimizer step hook, as StepClock does, and stamps every optimizer step
 (wall and process CPU time); then it runs the trainer's module unchanged with runpy. A step is the
 time between two consecutive optimizer steps, the first WARMUP excluded: model loading, audio
 caching and both trainers' evaluations (before step 1 and after the last step: evaluation
 intervals are set to the run's length) fall outside every measured interval. With one torch thread
-the ratio uses process CPU time (what a step costs on a machine of its own); wall time is beside it.
+the ratio uses process CPU time (what a step costs on a machine of its own), pooled over the seeds:
+the mean of ours over the mean of theirs (target <= 1 / 1.3).
 
-Domain WER at equal steps: both trained models are scored by the same command, `orchestrator eval
---json` on the full domain evaluation manifest: ours is the run's `lora_adapter_last` (step N);
-upstream's merged `adapted/` checkpoint is loaded with `--model` under a zero adapter (a copy of
-our adapter with every lora_B zeroed: exactly the model it wraps), so audio, text normalisation and
-decoding are the same code for both (run in this process, with per-utterance errors); "within
-noise" is a paired bootstrap of WER(ours) - WER(theirs) over those utterances
-(acceptance.bootstrap.paired_bootstrap, 10,000 replicates, 95% percentile interval): within noise
-when the interval holds 0. Upstream's own `--eval` WER cannot run offline (its Whisper
+Domain WER at equal steps: both trained models are scored by the same code, `orchestrator eval`'s
+(inference.load_adapter + evaluate_manifest, in this process), on the demo's ATC evaluation
+utterances that neither trainer sees: domain_eval + domain_dev (800; `--eval-sets`), the domain set
+made larger for power. Ours is the run's `lora_adapter_last` (step N); upstream's merged `adapted/`
+checkpoint is loaded with `--model` under a zero adapter (a copy of ours with every lora_B zeroed:
+exactly the model it wraps), so audio, text normalisation and decoding (greedy, the run's token
+budget) are the same code for both. Upstream's own `--eval` WER cannot run offline (its Whisper
 normaliser comes from the hub). Upstream keeps the state of lowest dev loss among steps 0 and N
 (its early-stopping rule; dev = the last --dev-utts utterances of its train manifest, which ours
 does not train on either): the table says which step it kept.
 
-    .venv/bin/python -m bench.upstream [--steps 150] [--batch-size 8] [--lr 1e-3] [--venv PATH]
+    .venv/bin/python -m bench.upstream [--seeds 3] [--ablate share_a,sorted,warmup] [--steps 150]
+        [--batch-size 8] [--lr 1e-3] [--eval-sets domain_eval,domain_dev] [--venv PATH]
 """
 from __future__ import annotations
 
@@ -409,14 +425,16 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def measure(setup: Setup, seeds: list[int], variants: list[str]) -> dict:
+def measure(setup: Setup, seeds: list[int], variants: list[str], ablation_seeds: list[int]) -> dict:
     """Every run the comparison needs, seed by seed (ours first: theirs is scored through a zero
-    copy of one of our adapters), each cached; and the base model's WER."""
+    copy of one of our adapters), each cached; and the base model's WER. The recipe at every
+    seed, the other variants at `ablation_seeds` only."""
     code = code_digest()
     runs: dict = {"theirs": {}, **{v: {} for v in variants}}
     for seed in seeds:
         for variant in variants:
-            runs[variant][seed] = run_ours(setup, variant, seed, code)
+            if variant == RECIPE or seed in ablation_seeds:
+                runs[variant][seed] = run_ours(setup, variant, seed, code)
         runs["theirs"][seed] = run_theirs(setup, seed)
     zero = next(setup.work.glob("theirs-seed*/zero_adapter"))
     runs["base"] = base_wer(zero, setup.domain_eval)
@@ -436,6 +454,8 @@ def main(argv=None) -> list[Result]:
     parser.add_argument("--ablate", default="",
                         help="comma-separated options, each run alone on `before` (our trainer as it was) "
                              f"for an ablation table: {', '.join(v for v in VARIANTS if v != 'before')}")
+    parser.add_argument("--ablate-seeds", type=int, default=None,
+                        help="run the ablation's variants at the first N seeds only (default: every seed)")
     parser.add_argument("--dev-utts", type=int, default=16,
                         help="upstream's dev slice (early stopping): the last N training utterances, which "
                              "neither trainer trains on (default: %(default)s)")
@@ -469,7 +489,7 @@ def main(argv=None) -> list[Result]:
         f"(upstream's dev slice: the last {args.dev_utts}); WER on {len(setup.eval_rows)} utterances of "
         f"{' + '.join(setup.eval_sets)}; seeds {seeds}")
     variants = [RECIPE, *(["before"] if ablate else []), *ablate]
-    runs = measure(setup, seeds, variants)
+    runs = measure(setup, seeds, variants, seeds[:args.ablate_seeds])
     info |= {f"upstream {k}": v for k, v in setup.versions.items()}
     info["load average (1, 5, 15 min) at end"] = machine()["load average (1, 5, 15 min) at start"]
     summary = report.summarise(runs, seeds, ablate, steps=args.steps)

@@ -58,7 +58,7 @@ def summarise(runs: dict, seeds: list[int], ablate: list[str], *, steps: int) ->
     rows, index = [], {}
     files = runs["base"]["files"]
     for name in systems:
-        for seed in seeds:
+        for seed in runs[name]:
             ev = runs[name][seed]["eval"]
             if ev["files"] != files or ev["words"] != runs["base"]["words"]:
                 raise SystemExit(f"error: {name} seed {seed} did not score the same utterances")
@@ -70,7 +70,7 @@ def summarise(runs: dict, seeds: list[int], ablate: list[str], *, steps: int) ->
                           seed=conf.bootstrap_seed)
     tail = (1 - conf.confidence) / 2
 
-    def pooled(a: str, b: str) -> Pooled:
+    def pooled(a: str, b: str, seeds: list[int]) -> Pooled:
         hats, devs, per_seed = [], [], []
         for seed in seeds:
             ia, ib = index[a, seed], index[b, seed]
@@ -81,33 +81,42 @@ def summarise(runs: dict, seeds: list[int], ablate: list[str], *, steps: int) ->
         mean, low, high = pool_seeds(hats, devs, devs, confidence=conf.confidence, seed=conf.bootstrap_seed)
         return Pooled(mean, low, high, tuple(per_seed))
 
-    cpu = all(runs[name][seed]["threads"] == 1 for name in systems for seed in seeds)
+    def wer_theirs(seeds: list[int]) -> list[float]:
+        return [100 * runs["theirs"][seed]["eval"]["wer"] for seed in seeds]
 
-    def ratio(name: str) -> tuple[float, list[float]]:
+    cpu = all(run["threads"] == 1 for name in systems for run in runs[name].values())
+
+    def ratio(name: str, seeds: list[int]) -> tuple[float, list[float]]:
         ours = [t for seed in seeds for t in _step_times(runs[name][seed], cpu)]
         theirs = [t for seed in seeds for t in _step_times(runs["theirs"][seed], cpu)]
         per_seed = [statistics.mean(_step_times(runs[name][s], cpu)) / statistics.mean(_step_times(runs["theirs"][s], cpu))
                     for s in seeds]
         return statistics.mean(ours) / statistics.mean(theirs), per_seed
 
-    def wer(name: str) -> list[float]:
+    def wer(name: str, seeds: list[int]) -> list[float]:
         return [100 * runs[name][seed]["eval"]["wer"] for seed in seeds]
 
-    variants = [v for v in systems if v != "theirs"]
-    table = {v: {"wer": wer(v), "vs_theirs": pooled(v, "theirs"), "ratio": ratio(v),
-                 "vs_before": pooled(v, "before") if "before" in runs and v != "before" else None,
-                 "eval_loss": [runs[v][s]["eval"]["eval_loss"] for s in seeds],
-                 "step_s": statistics.mean(t for s in seeds for t in _step_times(runs[v][s], cpu)),
-                 "trainable": runs[v][seeds[0]].get("trainable", "?")} for v in variants}
+    def row(v: str, seeds: list[int]) -> dict:
+        return {"wer": wer(v, seeds), "vs_theirs": pooled(v, "theirs", seeds), "ratio": ratio(v, seeds),
+                "vs_before": pooled(v, "before", seeds) if "before" in runs and v != "before" else None,
+                "eval_loss": [runs[v][s]["eval"]["eval_loss"] for s in seeds],
+                "step_s": statistics.mean(t for s in seeds for t in _step_times(runs[v][s], cpu)),
+                "trainable": runs[v][seeds[0]].get("trainable", "?"), "seeds": seeds}
+
+    table = {"recipe": row("recipe", seeds)}
+    ablation_seeds = [s for s in seeds if all(s in runs[v] for v in systems)]
+    ablation = {v: row(v, ablation_seeds) for v in ["before", *ablate, "recipe"]} if ablate else {}
     theirs = runs["theirs"]
-    return {"seeds": seeds, "steps": steps, "cpu": cpu, "ablate": ablate, "table": table,
-            "theirs": {"wer": wer("theirs"), "eval_loss": [theirs[s]["eval"]["eval_loss"] for s in seeds],
+    return {"seeds": seeds, "steps": steps, "cpu": cpu, "ablate": ablate, "table": table, "ablation": ablation,
+            "ablation_seeds": ablation_seeds,
+            "theirs": {"wer": wer("theirs", seeds), "eval_loss": [theirs[s]["eval"]["eval_loss"] for s in seeds],
                        "step_s": statistics.mean(t for s in seeds for t in _step_times(theirs[s], cpu)),
                        "kept": [theirs[s]["summary"].get("best_step") for s in seeds],
                        "trainable": theirs[seeds[0]]["trainable"]},
             "base_wer": 100 * runs["base"]["wer"], "n_eval": len(files),
             "per_seed_s": {name: [statistics.mean(_step_times(runs[name][seed], cpu)) for seed in seeds]
-                           for name in systems}}
+                           for name in ("recipe", "theirs")},
+            "theirs_ablation_wer": statistics.mean(wer("theirs", ablation_seeds)) if ablate else None}
 
 
 def render(s: dict, setup, seeds: list[int]) -> str:
@@ -134,15 +143,16 @@ def render(s: dict, setup, seeds: list[int]) -> str:
               f"target: upper end <= +{TARGET_WER}: {'PASS' if wer_ok else 'MISS'}. Step ratio (ours / theirs, mean "
               f"{kind} s per step) {ratio:.3f}, target <= {TARGET_RATIO:.3f}: {'PASS' if ratio_ok else 'MISS'}."]
     if s["ablate"]:
-        lines += ["", "Ablation: each option alone on `before` (pooled over the seeds, same bootstrap):", "",
+        seeds_a = ", ".join(map(str, s["ablation_seeds"]))
+        lines += ["", f"Ablation: each option alone on `before`, pooled over seeds {seeds_a} (same bootstrap):", "",
                   "| variant | what | WER, mean over seeds | effect vs `before`, 95% CI | vs theirs, 95% CI | "
                   "step ratio |", "|---|---|---|---|---|---|"]
         for name in ["before", *s["ablate"], "recipe"]:
-            row = s["table"][name]
+            row = s["ablation"][name]
             effect = "—" if row["vs_before"] is None else row["vs_before"].text()
             lines.append(f"| {name} | {WHAT[name]} | {statistics.mean(row['wer']):.2f}% | {effect} | "
                          f"{row['vs_theirs'].text()} | {row['ratio'][0]:.3f} |")
-        lines.append(f"| theirs | moonshine-voice[lora] | {statistics.mean(theirs['wer']):.2f}% | | | 1 |")
+        lines.append(f"| theirs | moonshine-voice[lora] | {s['theirs_ablation_wer']:.2f}% | | | 1 |")
     return "\n".join(lines)
 
 
@@ -162,7 +172,8 @@ def write_section(path: Path, heading: str, s: dict, setup, seeds: list[int], in
     main = s["table"]["recipe"]
     ours_cmd = " ".join(setup.ours_args("recipe", seeds[0], Path("OUT")))
     theirs_cmd = " ".join(setup.theirs_args(seeds[0], Path("OUT")))
-    ablate = f" --ablate {','.join(s['ablate'])}" if s["ablate"] else ""
+    ablate = (f" --ablate {','.join(s['ablate'])} --ablate-seeds {len(s['ablation_seeds'])}"
+              if s["ablate"] else "")
     section = [
         heading, "",
         f"Written by `.venv/bin/python -m bench.upstream --seeds {len(seeds)}{ablate}` (see its docstring): Moonshine's "
