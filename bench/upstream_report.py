@@ -98,7 +98,8 @@ def summarise(runs: dict, seeds: list[int], ablate: list[str], *, steps: int) ->
 
     def row(v: str, seeds: list[int]) -> dict:
         return {"wer": wer(v, seeds), "vs_theirs": pooled(v, "theirs", seeds), "ratio": ratio(v, seeds),
-                "vs_before": pooled(v, "before", seeds) if "before" in runs and v != "before" else None,
+                "vs_before": pooled(v, "before", seeds) if v != "before" and all(s in runs.get("before", {})
+                                                                                  for s in seeds) else None,
                 "eval_loss": [runs[v][s]["eval"]["eval_loss"] for s in seeds],
                 "step_s": statistics.mean(t for s in seeds for t in _step_times(runs[v][s], cpu)),
                 "trainable": runs[v][seeds[0]].get("trainable", "?"), "seeds": seeds}
