@@ -70,7 +70,7 @@ def _config(lr: float, experiment: str) -> dict:
             "adapter": {"kind": "lora", "r": 8, "alpha": 16, "dropout": 0.05},
             "optim": {"lr": lr, "steps": 1000, "batch_size": 8, "grad_accum": 1, "warmup_ratio": 0.1, "seed": 42},
             "data": {"train_manifest": "data/train_manifest_expanded.jsonl", "max_seconds": 20.0,
-                     "rms_target": 0.075, "sample_rate": 16000, "bucketing": True},
+                     "rms_target": 0.075, "sample_rate": 16000, "batching": "buckets"},
             "eval": {"interval": 20, "domain_manifest": "data/domain_manifest.jsonl",
                      "heldout_manifest": "data/heldout_manifest.jsonl", "batch_size": 16}}
 

@@ -109,7 +109,7 @@ def ours_batches(spec):
     from orchestrator.data.manifest import read_manifest
 
     stream = training_stream(read_manifest(spec.data.train_manifest), spec.optim.batch_size, spec.optim.seed,
-                             bucketing=spec.data.bucketing)
+                             batching=spec.data.batching)
     return [next(stream) for _ in range(spec.optim.steps)]
 
 

@@ -1,57 +1,74 @@
 """Side by side with Moonshine's own trainer, `moonshine-voice[lora]` (`python -m moonshine_voice.lora`).
 
-Same base model (demo/base/), same training utterances, same domain evaluation manifest, same
+Same base model (demo/base/), same training utterances, same domain evaluation utterances, same
 recipe as far as both expose it: LoRA r 8, scale 1 (alpha = r), no dropout, on the decoder's
-self-attention q/k/v only (upstream's default `--sites decoder`; ours `targets.components=[decoder]
-targets.kinds=[self_attn] targets.exclude=[.*o_proj]`, i.e. `targets=decoder_self_qkv`), the same LR,
-batch size, steps, seed and schedule (linear warm-up over 10% of the steps, then a constant LR: upstream
-`--warmup`, ours `optim.scheduler._target_=transformers.get_constant_schedule_with_warmup`, as
-conf/optim/upstream.yaml), no early stopping (upstream's evaluation interval = the run, patience
-1000; ours `optim.early_stopping.enabled=false`), no replay (upstream `--no-replay`; ours
-`data.replay_manifest=null data.replay_fraction=0`), fp32 on the CPU with one torch thread, one
-after the other.
+self-attention q/k/v only (upstream's default `--sites decoder`; ours `+exp=upstream_lora_recipe`,
+`targets=decoder_self_qkv`), the same LR, batch size, steps, seeds and schedule (linear warm-up over
+10% of the steps, then a constant LR: upstream `--warmup`, ours
+`optim.scheduler._target_=transformers.get_constant_schedule_with_warmup`, as conf/optim/upstream.yaml),
+no early stopping (upstream's evaluation interval = the run, patience 1000; ours
+`optim.early_stopping.enabled=false`), no replay (upstream `--no-replay`; ours
+`data.replay_manifest=null data.replay_fraction=0`), fp32 on the CPU with one torch thread, one run at
+a time.
 
   upstream  its own venv (default bench/.cache/upstream-venv; never our dependency), created on
             first use: `pip install -c constraints torch==2.13.0 'moonshine-voice[lora]==0.1.5'`
-  ours      `python -m orchestrator +exp=demo_decoder_only ...` (the CLI, in a subprocess)
+  ours      `python -m orchestrator +exp=upstream_lora_recipe model=demo_base data=demo eval=demo ...`
+            (the CLI, in a subprocess)
 
-Step time: each trainer runs under a small wrapper (bench/.cache/upstream/.../stepclock.py) that
+Seeds: `--seeds N` trains both at seeds 0 .. N-1 (default 3); every WER difference is pooled over
+them by the replication group's two-level bootstrap (acceptance.groups.pool_seeds over one
+utterance resample shared by every run: acceptance.bootstrap.replicate_wers), 95% interval; the
+target is its upper end <= +0.3 points for WER(ours) - WER(theirs), at equal steps.
+
+Ablation: `--ablate share_a,sorted,warmup` also trains `before` (our trainer as it was when the
+comparison began: one LoRA A per projection, duration buckets, the first step at LR 0) and `before`
+with each option alone (adapter.share_a=true, data.batching=sorted, optim.schedule_shift=true),
+and prints each one's pooled effect against `before` and against theirs (bench/upstream_report.py).
+Runs are cached in bench/.cache/upstream/ (theirs by its command, the venv's versions and the
+manifests; ours by its identity hash and our code on disk), so theirs trains once per seed for every
+variant, and a variant that resolves to the same run as another (e.g. `warmup` and the recipe)
+shares it.
+
+Step time: each trainer runs under a small wrapper (stepclock.py in the run's folder) that
 registers torch's global optimizer step hook, as StepClock does, and stamps every optimizer step
 (wall and process CPU time); then it runs the trainer's module unchanged with runpy. A step is the
 time between two consecutive optimizer steps, the first WARMUP excluded: model loading, audio
 caching and both trainers' evaluations (before step 1 and after the last step: evaluation
 intervals are set to the run's length) fall outside every measured interval. With one torch thread
-the ratio uses process CPU time (what a step costs on a machine of its own); wall time is beside it.
+the ratio uses process CPU time (what a step costs on a machine of its own), pooled over the seeds:
+the mean of ours over the mean of theirs (target <= 1 / 1.3).
 
-Domain WER at equal steps: both trained models are scored by the same command, `orchestrator eval
---json` on the full domain evaluation manifest: ours is the run's `lora_adapter_last` (step N);
-upstream's merged `adapted/` checkpoint is loaded with `--model` under a zero adapter (a copy of
-our adapter with every lora_B zeroed: exactly the model it wraps), so audio, text normalisation and
-decoding are the same code for both (run in this process, with per-utterance errors); "within
-noise" is a paired bootstrap of WER(ours) - WER(theirs) over those utterances
-(acceptance.bootstrap.paired_bootstrap, 10,000 replicates, 95% percentile interval): within noise
-when the interval holds 0. Upstream's own `--eval` WER cannot run offline (its Whisper
+Domain WER at equal steps: both trained models are scored by the same code, `orchestrator eval`'s
+(inference.load_adapter + evaluate_manifest, in this process), on the demo's ATC evaluation
+utterances that neither trainer sees: domain_eval + domain_dev (800; `--eval-sets`), the domain set
+made larger for power. Ours is the run's `lora_adapter_last` (step N); upstream's merged `adapted/`
+checkpoint is loaded with `--model` under a zero adapter (a copy of ours with every lora_B zeroed:
+exactly the model it wraps), so audio, text normalisation and decoding (greedy, the run's token
+budget) are the same code for both. Upstream's own `--eval` WER cannot run offline (its Whisper
 normaliser comes from the hub). Upstream keeps the state of lowest dev loss among steps 0 and N
 (its early-stopping rule; dev = the last --dev-utts utterances of its train manifest, which ours
 does not train on either): the table says which step it kept.
 
-    .venv/bin/python -m bench.upstream [--steps 150] [--batch-size 8] [--lr 1e-3] [--venv PATH]
+    .venv/bin/python -m bench.upstream [--seeds 3] [--ablate share_a,sorted,warmup] [--steps 150]
+        [--batch-size 8] [--lr 1e-3] [--eval-sets domain_eval,domain_dev] [--venv PATH]
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.common import CACHE, ROOT, Result, machine, median
+from bench.common import CACHE, ROOT, Result, machine
 
 UPSTREAM = "moonshine-voice[lora]==0.1.5"
 TORCH_PIN = "torch==2.13.0"  # the local CPU wheel; any looser pin pulls CUDA wheels
@@ -224,22 +241,6 @@ def base_wer(zero: Path, manifest: Path) -> dict:
     return result
 
 
-def compare(a: dict, b: dict, *, seed: int = 0):
-    """Paired bootstrap of WER(a) - WER(b) in points over the same utterances (acceptance.bootstrap)."""
-    from orchestrator.acceptance.bootstrap import paired_bootstrap
-
-    if a["files"] != b["files"]:
-        sys.exit("error: the two evaluations did not score the same utterances")
-    return paired_bootstrap(b["errors"], b["words"], a["errors"], a["words"], seed=seed)
-
-
-def noise_verdict(boot) -> str:
-    """'within noise' when the 95% interval of ours - theirs holds 0, else which side is better."""
-    if boot.ci_low <= 0 <= boot.ci_high:
-        return "within noise"
-    return "ours better" if boot.ci_high < 0 else "ours worse"
-
-
 def zero_adapter(adapter: Path, dest: Path) -> Path:
     """A copy of `adapter` with every lora_B zeroed: PEFT then computes exactly the model it wraps, so
     `orchestrator eval --model OTHER` scores OTHER with our run's decoding settings (config.yaml)."""
@@ -255,193 +256,213 @@ def zero_adapter(adapter: Path, dest: Path) -> Path:
     if not any("lora_B" in k for k in state):
         sys.exit(f"error: {weights}: no lora_B tensors to zero")
     save_file(zeroed, weights, metadata={"format": "pt"})
+    shutil.copy(adapter.parent / "config.yaml", dest.parent / "config.yaml")  # the run's decoding settings
     return dest
 
 
-# --- the benchmark -------------------------------------------------------------------------------
+# --- the runs ------------------------------------------------------------------------------------
 
-def measure(*, steps: int, batch_size: int, lr: float, seed: int, dev_utts: int, eval_n: int | None,
-            venv: Path) -> tuple[list[Result], dict[str, str], dict]:
-    python, versions = ensure_venv(venv)
-    source = demo_manifests()
-    train_rows = read_rows(source / "domain_train.jsonl")
-    eval_rows = read_rows(source / "domain_eval.jsonl")[:eval_n]
-    work = CACHE / "upstream" / f"s{steps}-b{batch_size}-lr{lr:g}-seed{seed}"
-    if work.exists():  # both trainers cache and resume: start clean so each run is a full one
-        shutil.rmtree(work)
-    (work / "theirs").mkdir(parents=True)
-    (work / "ours").mkdir(parents=True)
-    shared = train_rows[:-dev_utts]  # what both train on; upstream's dev slice is the rest
-    ours_train = write_ours(shared, work / "ours_train.jsonl")
-    theirs_train = write_theirs(train_rows, work / "theirs" / "train.jsonl")
-    domain_eval = write_ours(eval_rows, work / "domain_eval.jsonl")
-    tiny = write_ours(read_rows(source / "heldout.jsonl")[:2], work / "heldout-2.jsonl")  # in-run evals: not used
-    warmup_steps = max(1, round(0.1 * steps))
-    log(f"== data: {source}; both train on {len(shared)} domain_train utterances "
-        f"(upstream's dev slice: the last {dev_utts}); WER on {len(eval_rows)} domain_eval utterances")
-
-    ours_args = [
-        "+exp=demo_decoder_only", "experiment=bench_upstream", "targets=decoder_self_qkv",
-        "adapter=lora", "adapter.r=8", "adapter.alpha=8", "adapter.dropout=0.0",
-        f"optim.lr={lr}", f"optim.steps={steps}", f"optim.batch_size={batch_size}", "optim.grad_accum=1",
-        # upstream's schedule: linear warm-up over --warmup steps, then constant (no decay)
-        f"optim.warmup_ratio={warmup_steps / steps:g}", f"optim.scheduler._target_={SCHEDULER}",
-        "optim.early_stopping.enabled=false",
-        "optim.weight_decay=0.0", "optim.grad_clip=1.0", f"optim.seed={seed}",
-        f"data.train_manifest={ours_train}", "data.replay_manifest=null", "data.replay_fraction=0.0",
-        f"eval.interval={steps}", f"eval.domain_manifest={tiny}", f"eval.heldout_manifest={tiny}",
-        f"output_dir={work / 'ours'}", f"registry.url=sqlite:///{work / 'ours' / 'registry.db'}",
-        "device=cpu", "rerun=true"]
-    theirs_args = [
-        "--train-manifest", str(theirs_train), "--model", str(BASE_MODEL), "--no-replay",
-        "--dev-hours", f"{dev_hours_for(train_rows, dev_utts):.8f}", "--rank", "8", "--alpha", "8",
-        "--lr", f"{lr}", "--batch-size", str(batch_size), "--max-steps", str(steps), "--eval-every", str(steps),
-        "--patience", "1000", "--warmup", str(warmup_steps), "--seed", str(seed), "--device", "cpu",
-        "--output-dir", str(work / "theirs" / "out"), "--work-dir", str(work / "theirs" / "cache")]
-
-    log(f"== ours: python -m orchestrator {' '.join(ours_args)}")
-    ours = run_timed(Path(sys.executable), "orchestrator", ours_args, cwd=ROOT, work=work, name="ours",
-                     extra_env={"PYTHONPATH": str(ROOT)})
-    log(f"   {len(ours['stamps'])} optimizer steps, {ours['wall']:.0f} s in all")
-    log(f"== theirs: {python} -m moonshine_voice.lora {' '.join(theirs_args)}")
-    theirs = run_timed(python, "moonshine_voice.lora", theirs_args, cwd=work / "theirs", work=work, name="theirs")
-    log(f"   {len(theirs['stamps'])} optimizer steps, {theirs['wall']:.0f} s in all")
-    for name, run in (("ours", ours), ("theirs", theirs)):
-        if len(run["stamps"]) != steps:
-            sys.exit(f"error: {name} took {len(run['stamps'])} optimizer steps, not {steps} (see {run['logfile']})")
-    m = re.search(r"train (\d+) utts .*\| dev (\d+) utts", theirs["log"])
-    if not m or int(m.group(1)) != len(shared):
-        sys.exit(f"error: upstream did not train on the same {len(shared)} utterances: "
-                 f"{m.group(0) if m else 'no split line'} (see {theirs['logfile']})")
-    m = re.search(r"LoRA sites=decoder: ([\d,]+) trainable", theirs["log"])
-    theirs_trainable = m.group(1) if m else "?"
-    summary = json.loads((work / "theirs" / "out" / "summary.json").read_text())
-
-    # WER at step N, both through `orchestrator eval` on the same manifest
-    run_dir = next(p.parent for p in (work / "ours").glob("*/lora_adapter_last"))
-    log(f"== domain WER: orchestrator eval on {domain_eval.name} ({len(eval_rows)} utterances): ours, theirs, "
-        "base (cached)")
-    started = time.perf_counter()
-    wer_ours = eval_wer(run_dir / "lora_adapter_last", domain_eval)
-    zero = zero_adapter(run_dir / "lora_adapter_last", run_dir / "zero_adapter")
-    wer_theirs = eval_wer(zero, domain_eval, model=work / "theirs" / "out" / "adapted")
-    wer_base = base_wer(zero, domain_eval)
-    log(f"   ({time.perf_counter() - started:.0f} s)")
-    boot = compare(wer_ours, wer_theirs)  # ours - theirs, points
-    boot_ours_base, boot_theirs_base = compare(wer_ours, wer_base), compare(wer_theirs, wer_base)
-    verdict = noise_verdict(boot)
-
-    cpu = all(r["threads"] == 1 for r in (ours, theirs))
-    kind = "CPU" if cpu else "wall"
-    o, t = intervals(ours["stamps"], cpu), intervals(theirs["stamps"], cpu)
-    o_wall, t_wall = intervals(ours["stamps"], False), intervals(theirs["stamps"], False)
-    ratio = statistics.mean(o) / statistics.mean(t)
-    wall_ratio = statistics.mean(o_wall) / statistics.mean(t_wall)
-    tag = f"demo_base, dec self-attn q/k/v r 8, batch {batch_size}, lr {lr:g}, {steps} steps, no replay, cpu"
-    kept = summary.get("best_step")
-    kept_note = (f"upstream kept step {kept} (lowest dev loss: {summary['baseline_dev_loss']:.4f} -> "
-                 f"{summary['best_dev_loss']:.4f})")
-    results = [
-        Result(f"train step ({tag}): ours / moonshine-voice lora", statistics.mean(o), statistics.mean(t), ratio,
-               f"<= {TARGET:.3f}",
-               note=f"mean {kind} s per step, {len(o)} steps each (first {WARMUP} left out; load, caching and "
-                    f"evaluation outside every interval); medians {median(o):.4g} / {median(t):.4g} s; "
-                    f"wall-time ratio {wall_ratio:.3f}; trainable: ours PEFT (separate A for q/k/v), theirs "
-                    f"{theirs_trainable} (one A shared by q/k/v)"),
-        Result(f"domain WER at step {steps} ({tag}): ours vs moonshine-voice lora", 100 * wer_ours["wer"],
-               100 * wer_theirs["wer"], None, None, unit="%",
-               note=f"`orchestrator eval` on {len(eval_rows)} domain_eval utterances for both (theirs: its merged "
-                    f"adapted/ under a zero adapter); base model {100 * wer_base['wer']:.2f}%; {kept_note}; "
-                    f"eval loss {wer_ours['eval_loss']:.4f} / {wer_theirs['eval_loss']:.4f}"),
-        Result(f"domain WER at step {steps}, ours - theirs, paired bootstrap ({tag})", boot.delta, None,
-               boot.ci_low, "<= 0", unit="points",
-               note=f"{verdict}: 95% CI [{boot.ci_low:+.2f}, {boot.ci_high:+.2f}] points over the same "
-                    f"{len(eval_rows)} utterances ({boot.replicates:,} replicates, P(ours lower) "
-                    f"{boot.p_improvement:.2f}); Ratio column = the CI's lower end, target: not clearly worse; "
-                    f"vs base: ours {boot_ours_base.delta:+.2f} [{boot_ours_base.ci_low:+.2f}, "
-                    f"{boot_ours_base.ci_high:+.2f}], theirs {boot_theirs_base.delta:+.2f} "
-                    f"[{boot_theirs_base.ci_low:+.2f}, {boot_theirs_base.ci_high:+.2f}]"),
-        Result(f"whole run, {steps} steps ({tag}): ours vs moonshine-voice lora", ours["wall"], theirs["wall"],
-               ours["wall"] / theirs["wall"], None,
-               note="wall s of the subprocess: start, model load, audio caching, both trainers' own evaluations "
-                    "(ours: step 0 and N on 2 utterances + parity; theirs: dev loss at 0 and N), saving"),
-    ]
-    table = {"steps": steps, "kind": kind, "ours_step": statistics.mean(o), "theirs_step": statistics.mean(t),
-             "ours_step_wall": statistics.mean(o_wall), "theirs_step_wall": statistics.mean(t_wall),
-             "ratio": ratio, "wall_ratio": wall_ratio, "wer_ours": wer_ours["wer"], "wer_theirs": wer_theirs["wer"],
-             "wer_base": wer_base["wer"], "kept": kept, "boot": boot, "verdict": verdict,
-             "boot_ours_base": boot_ours_base, "boot_theirs_base": boot_theirs_base, "ours_wall": ours["wall"], "theirs_wall": theirs["wall"],
-             "n_eval": len(eval_rows), "work": str(work), "cmd_ours": ours_args, "cmd_theirs": theirs_args}
-    info = {f"upstream {k}": v for k, v in versions.items()}
-    return results, info, table
+# Ours, from +exp=upstream_lora_recipe on the demo's model and data; each variant sets the three
+# options bench.upstream ablates (`before`: our trainer as it was when this comparison began).
+OPTIONS = ("adapter.share_a", "data.batching", "optim.schedule_shift")
+VARIANTS = {
+    "before": ("false", "buckets", "false"),  # one A per projection, duration buckets, step 1 at LR 0
+    "share_a": ("true", "buckets", "false"),  # one A shared by q/k/v (upstream's design)
+    "sorted": ("false", "sorted", "false"),  # fixed length-sorted batches, shuffled per epoch (upstream's)
+    "warmup": ("false", "buckets", "true"),  # step 1 at the warm-up's 1/w, as upstream (our default now)
+}
+RECIPE = "recipe"  # +exp=upstream_lora_recipe as it stands, with our defaults
 
 
-def print_table(t: dict) -> None:
-    rows = [
-        ("", "ours (orchestrator)", "theirs (moonshine-voice)", "ours / theirs"),
-        (f"s/step, mean {t['kind']}", f"{t['ours_step']:.4f}", f"{t['theirs_step']:.4f}",
-         f"{t['ratio']:.3f} (target <= {TARGET:.3f}: {'PASS' if t['ratio'] <= TARGET else 'MISS'})"),
-        ("s/step, mean wall", f"{t['ours_step_wall']:.4f}", f"{t['theirs_step_wall']:.4f}", f"{t['wall_ratio']:.3f}"),
-        (f"domain WER @ {t['steps']} ({t['n_eval']} utts)", f"{100 * t['wer_ours']:.2f}%",
-         f"{100 * t['wer_theirs']:.2f}%" + ("" if t["kept"] == t["steps"] else f" (kept step {t['kept']})"),
-         f"base {100 * t['wer_base']:.2f}%"),
-        ("WER ours - theirs, 95% CI", f"{t['boot'].delta:+.2f} points",
-         f"[{t['boot'].ci_low:+.2f}, {t['boot'].ci_high:+.2f}]", t["verdict"].upper()),
-        ("whole run, wall s", f"{t['ours_wall']:.1f}", f"{t['theirs_wall']:.1f}", f"{t['ours_wall'] / t['theirs_wall']:.3f}"),
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+@dataclass
+class Setup:
+    steps: int
+    batch_size: int
+    lr: float
+    dev_utts: int
+    eval_sets: tuple[str, ...]
+    venv: Path
+    eval_n: int | None = None
+    python: Path = Path()
+    versions: dict = field(default_factory=dict)
+    source: Path = Path()
+    work: Path = Path()
+    train_rows: list = field(default_factory=list)
+    eval_rows: list = field(default_factory=list)
+
+    @property
+    def warmup_steps(self) -> int:
+        return max(1, round(0.1 * self.steps))
+
+    def prepare(self) -> Setup:
+        self.python, self.versions = ensure_venv(self.venv)
+        self.source = demo_manifests()
+        self.train_rows = read_rows(self.source / "domain_train.jsonl")
+        self.eval_rows = [row for name in self.eval_sets for row in read_rows(self.source / f"{name}.jsonl")][:self.eval_n]
+        self.work = CACHE / "upstream" / f"s{self.steps}-b{self.batch_size}-lr{self.lr:g}-dev{self.dev_utts}"
+        self.work.mkdir(parents=True, exist_ok=True)
+        write_ours(self.train_rows[:-self.dev_utts], self.work / "ours_train.jsonl")
+        write_theirs(self.train_rows, self.work / "theirs_train.jsonl")
+        write_ours(self.eval_rows, self.work / "domain_eval.jsonl")
+        write_ours(read_rows(self.source / "heldout.jsonl")[:2], self.work / "heldout-2.jsonl")  # in-run evals
+        return self
+
+    @property
+    def domain_eval(self) -> Path:
+        return self.work / "domain_eval.jsonl"
+
+    def ours_args(self, variant: str, seed: int, out: Path) -> list[str]:
+        w, tiny = self.work, self.work / "heldout-2.jsonl"
+        options = [] if variant == RECIPE else [f"{k}={v}" for k, v in zip(OPTIONS, VARIANTS[variant])]
+        return [
+            "+exp=upstream_lora_recipe", "model=demo_base", "data=demo", "eval=demo", "experiment=bench_upstream",
+            "adapter.r=8", "adapter.alpha=8", "adapter.dropout=0.0", *options,
+            f"optim.lr={self.lr}", f"optim.steps={self.steps}", f"optim.batch_size={self.batch_size}",
+            "optim.grad_accum=1", f"optim.warmup_ratio={self.warmup_steps / self.steps:g}",
+            f"optim.scheduler._target_={SCHEDULER}", "optim.early_stopping.enabled=false",
+            "optim.weight_decay=0.0", "optim.grad_clip=1.0", f"optim.seed={seed}",
+            f"data.train_manifest={w / 'ours_train.jsonl'}", "data.replay_manifest=null", "data.replay_fraction=0.0",
+            f"eval.interval={self.steps}", f"eval.domain_manifest={tiny}", f"eval.heldout_manifest={tiny}",
+            "eval.select_manifest=null", f"output_dir={out}", f"registry.url=sqlite:///{out / 'registry.db'}",
+            "device=cpu", "rerun=true"]
+
+    def theirs_args(self, seed: int, out: Path) -> list[str]:
+        return [
+            "--train-manifest", str(self.work / "theirs_train.jsonl"), "--model", str(BASE_MODEL), "--no-replay",
+            "--dev-hours", f"{dev_hours_for(self.train_rows, self.dev_utts):.8f}", "--rank", "8", "--alpha", "8",
+            "--lr", f"{self.lr}", "--batch-size", str(self.batch_size), "--max-steps", str(self.steps),
+            "--eval-every", str(self.steps), "--patience", "1000", "--warmup", str(self.warmup_steps),
+            "--seed", str(seed), "--device", "cpu", "--output-dir", str(out / "out"), "--work-dir", str(out / "cache")]
 
 
-def append_results(results: list[Result], info: dict[str, str], started: datetime, minutes: float,
-                   note: str | None, table: dict) -> None:
-    """bench/RESULTS.md, in its style: this benchmark's own section, replacing an earlier one."""
-    rows = ["| Benchmark | Ours | Alternative | Ratio | Target | Result | How |", "|---|---|---|---|---|---|---|"]
-    for r in results:
-        verdict = {True: "pass", False: "**miss**", None: "—"}[r.passed]
-        ratio = "—" if r.ratio is None else f"{r.ratio:.3f}"
-        cell = lambda x: "—" if x is None else f"{x:.4g} {r.unit}"  # noqa: E731
-        rows.append(f"| {r.benchmark} | {cell(r.ours)} | {cell(r.alternative)} | {ratio} | {r.target or '—'} | "
-                    f"{verdict} | {r.note} |")
-    section = [
-        SECTION,
-        "",
-        "Written by `.venv/bin/python -m bench.upstream` (see its docstring): Moonshine's own trainer in its own "
-        "venv and ours through the CLI, one after the other, on the same base model, training utterances, "
-        "targets, rank and scale, LR and schedule (warm-up, then constant), batch size, steps and seed, no replay, no "
-        "early stopping; both models scored by `orchestrator eval`'s code path, and WER(ours) - WER(theirs) by a "
-        "paired bootstrap over the same utterances.",
-        "",
-        f"- Date: {started:%Y-%m-%d %H:%M} UTC, {minutes:.1f} min in all",
-        *[f"- {k[0].upper() + k[1:]}: {v}" for k, v in info.items()],
-        f"- Ours: `python -m orchestrator {' '.join(table['cmd_ours'])}`",
-        f"- Theirs: `python -m moonshine_voice.lora {' '.join(table['cmd_theirs'])}`",
-        *([f"- Note: {note}"] if note else []),
-        "",
-        *rows,
-        "",
-    ]
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if SECTION in text:  # replace our earlier section (up to the next heading of the same level)
-        head, rest = text.split(SECTION, 1)
-        nxt = rest.find("\n## ")
-        text = head.rstrip("\n") + ("" if nxt < 0 else "\n\n" + rest[nxt + 1:].rstrip("\n"))
-    RESULTS.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section))
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def code_digest() -> str:
+    """Our trainer's code as it is on disk (every orchestrator/ module): a cached run of ours is
+    reused only by the same code; its config is in the run's identity hash (run_ours)."""
+    return _digest(*[(str(p.relative_to(ROOT)), hashlib.sha256(p.read_bytes()).hexdigest())
+                     for p in sorted((ROOT / "orchestrator").rglob("*.py"))])
+
+
+def _cached_run(folder: Path, key: str, train, evaluate) -> dict:
+    """`train()` into `folder` unless a finished run of the same key is there; then its WER
+    (`evaluate()`), cached beside it. The run's step stamps and log stay in the folder."""
+    done = folder / "run.json"
+    if done.exists() and json.loads(done.read_text()).get("key") == key:
+        record = json.loads(done.read_text())
+        log(f"   cached: {folder.name}")
+    else:
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        record = {"key": key, **train()}
+        done.write_text(json.dumps(record))
+    if "eval" not in record:
+        started = time.perf_counter()
+        record["eval"] = evaluate()
+        log(f"   WER {100 * record['eval']['wer']:.2f}% ({time.perf_counter() - started:.0f} s)")
+        done.write_text(json.dumps(record))
+    return record
+
+
+def run_theirs(setup: Setup, seed: int) -> dict:
+    out = setup.work / f"theirs-seed{seed}"
+    args = setup.theirs_args(seed, out)
+    key = _digest(args, setup.versions, sha256_of(setup.work / "theirs_train.jsonl"), sha256_of(setup.domain_eval))
+    log(f"== theirs, seed {seed}: {setup.python} -m moonshine_voice.lora {' '.join(args)}")
+
+    def train() -> dict:
+        run = run_timed(setup.python, "moonshine_voice.lora", args, cwd=out, work=out, name="theirs")
+        if len(run["stamps"]) != setup.steps:
+            sys.exit(f"error: theirs took {len(run['stamps'])} optimizer steps, not {setup.steps} ({run['logfile']})")
+        n_train = len(setup.train_rows) - setup.dev_utts
+        m = re.search(r"train (\d+) utts .*\| dev (\d+) utts", run["log"])
+        if not m or int(m.group(1)) != n_train:
+            sys.exit(f"error: upstream did not train on the same {n_train} utterances: "
+                     f"{m.group(0) if m else 'no split line'} (see {run['logfile']})")
+        m = re.search(r"LoRA sites=decoder: ([\d,]+) trainable", run["log"])
+        summary = json.loads((out / "out" / "summary.json").read_text())
+        return {"stamps": run["stamps"], "threads": run["threads"], "wall": run["wall"],
+                "trainable": m.group(1) if m else "?", "summary": summary, "args": args}
+
+    def evaluate() -> dict:
+        zero = zero_adapter(next(setup.work.glob("ours-*/*/lora_adapter_last")), out / "zero_adapter")
+        return eval_wer(zero, setup.domain_eval, model=out / "out" / "adapted")
+
+    return _cached_run(out, key, train, evaluate)
+
+
+def run_ours(setup: Setup, variant: str, seed: int, code: str) -> dict:
+    """One run of ours, in a folder named by its identity hash (config, manifests, version; not
+    where it writes): variants that resolve to the same run (e.g. `recipe` and one option) share it."""
+    from orchestrator.config.spec import spec_from_overrides
+
+    identity = spec_from_overrides(setup.ours_args(variant, seed, setup.work / "_")).config_hash
+    out = setup.work / f"ours-{identity[:12]}"
+    args = setup.ours_args(variant, seed, out)
+    key = _digest(identity, code, sha256_of(setup.domain_eval))
+    log(f"== ours ({variant}), seed {seed}: python -m orchestrator {' '.join(args)}")
+
+    def train() -> dict:
+        run = run_timed(Path(sys.executable), "orchestrator", args, cwd=ROOT, work=out, name="ours",
+                        extra_env={"PYTHONPATH": str(ROOT)})
+        if len(run["stamps"]) != setup.steps:
+            sys.exit(f"error: ours took {len(run['stamps'])} optimizer steps, not {setup.steps} ({run['logfile']})")
+        m = re.search(r"adapter: .* ([\d,]+) trainable parameters", run["log"])
+        return {"stamps": run["stamps"], "threads": run["threads"], "wall": run["wall"],
+                "trainable": m.group(1) if m else "?", "args": args}
+
+    return _cached_run(out, key, train, lambda: eval_wer(_last_adapter(out), setup.domain_eval))
+
+
+def _last_adapter(out: Path) -> Path:
+    return next(p for p in out.glob("*/lora_adapter_last"))
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def measure(setup: Setup, seeds: list[int], variants: list[str], ablation_seeds: list[int]) -> dict:
+    """Every run the comparison needs, seed by seed (ours first: theirs is scored through a zero
+    copy of one of our adapters), each cached; and the base model's WER. The recipe at every
+    seed, the other variants at `ablation_seeds` only."""
+    code = code_digest()
+    runs: dict = {"theirs": {}, **{v: {} for v in variants}}
+    for seed in seeds:
+        for variant in variants:
+            if variant == RECIPE or seed in ablation_seeds:
+                runs[variant][seed] = run_ours(setup, variant, seed, code)
+        runs["theirs"][seed] = run_theirs(setup, seed)
+    zero = next(setup.work.glob("theirs-seed*/zero_adapter"))
+    runs["base"] = base_wer(zero, setup.domain_eval)
+    return runs
 
 
 def main(argv=None) -> list[Result]:
+    from bench import upstream_report as report
+
     parser = argparse.ArgumentParser(prog="python -m bench.upstream", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150, help="optimizer steps of each trainer (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8, help="(default: %(default)s, upstream's default)")
     parser.add_argument("--lr", type=float, default=1e-3,
                         help="(default: %(default)s, upstream's default for decoder LoRA and demo_decoder_only's)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1, or --seed (default: %(default)s)")
+    parser.add_argument("--seed", type=int, action="append", help="this seed (repeatable) instead of --seeds")
+    parser.add_argument("--ablate", default="",
+                        help="comma-separated options, each run alone on `before` (our trainer as it was) "
+                             f"for an ablation table: {', '.join(v for v in VARIANTS if v != 'before')}")
+    parser.add_argument("--ablate-seeds", type=int, default=None,
+                        help="run the ablation's variants at the first N seeds only (default: every seed)")
     parser.add_argument("--dev-utts", type=int, default=16,
                         help="upstream's dev slice (early stopping): the last N training utterances, which "
                              "neither trainer trains on (default: %(default)s)")
-    parser.add_argument("--eval-n", type=int, default=None,
-                        help="score only the first N domain_eval utterances (default: all 500)")
+    parser.add_argument("--eval-sets", default="domain_eval,domain_dev",
+                        help="the demo's ATC manifests scored for WER, concatenated (default: %(default)s, "
+                             "800 utterances; neither trainer sees them)")
+    parser.add_argument("--eval-n", type=int, default=None, help="score only the first N of them (a smoke test)")
     parser.add_argument("--venv", type=Path, default=CACHE / "upstream-venv",
                         help="the upstream venv, created when missing (default: bench/.cache/upstream-venv)")
     parser.add_argument("--no-results", action="store_true", help="do not write bench/RESULTS.md")
@@ -449,6 +470,10 @@ def main(argv=None) -> list[Result]:
     args = parser.parse_args(argv)
     if args.steps < 2 * WARMUP + 2:
         parser.error(f"--steps must be at least {2 * WARMUP + 2}")
+    ablate = [a for a in args.ablate.split(",") if a]
+    if any(a not in VARIANTS or a == "before" for a in ablate):
+        parser.error(f"--ablate takes {', '.join(v for v in VARIANTS if v != 'before')}")
+    seeds = args.seed or list(range(args.seeds))
 
     os.environ.update(THREADS_ENV)  # the in-process evaluations too: one thread, no hub
     import torch
@@ -458,22 +483,24 @@ def main(argv=None) -> list[Result]:
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     info = machine()
     info["torch intra-op threads"] = "1 (each trainer, in its own process)"
-    results, upstream_info, table = measure(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                            seed=args.seed, dev_utts=args.dev_utts, eval_n=args.eval_n,
-                                            venv=args.venv.resolve())
-    info |= upstream_info
-    minutes = (time.perf_counter() - clock) / 60
+    setup = Setup(args.steps, args.batch_size, args.lr, args.dev_utts, tuple(args.eval_sets.split(",")),
+                  args.venv.resolve(), args.eval_n).prepare()
+    log(f"== data: {setup.source}; both train on {len(setup.train_rows) - args.dev_utts} domain_train utterances "
+        f"(upstream's dev slice: the last {args.dev_utts}); WER on {len(setup.eval_rows)} utterances of "
+        f"{' + '.join(setup.eval_sets)}; seeds {seeds}")
+    variants = [RECIPE, *(["before"] if ablate else []), *ablate]
+    runs = measure(setup, seeds, variants, seeds[:args.ablate_seeds])
+    info |= {f"upstream {k}": v for k, v in setup.versions.items()}
     info["load average (1, 5, 15 min) at end"] = machine()["load average (1, 5, 15 min) at start"]
-    print("\n== summary")
-    print_table(table)
-    print()
-    for r in results:
-        print(r.line())
-    print(f"({minutes:.1f} min; runs, logs and models in {table['work']})")
+    summary = report.summarise(runs, seeds, ablate, steps=args.steps)
+    minutes = (time.perf_counter() - clock) / 60
+    text = report.render(summary, setup, seeds)
+    print("\n" + text)
+    print(f"({minutes:.1f} min; runs, logs and models in {setup.work})")
     if not args.no_results:
-        append_results(results, info, started, minutes, args.note, table)
+        report.write_section(RESULTS, SECTION, summary, setup, seeds, info, started, minutes, args.note, text)
         print(f"wrote {RESULTS}")
-    return results
+    return report.results(summary)
 
 
 if __name__ == "__main__":

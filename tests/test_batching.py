@@ -37,10 +37,10 @@ def _padding(batches) -> float:
             / sum(u.duration for b in batches for u in b))
 
 
-@pytest.mark.parametrize("bucketing", [True, False])
-def test_every_utterance_once_per_epoch(bucketing):
+@pytest.mark.parametrize("batching", ["buckets", "sorted", "shuffled"])
+def test_every_utterance_once_per_epoch(batching):
     utts = _utts(103)  # not a multiple of the batch size: one short batch per epoch
-    stream = train_batches(utts, 8, seed=1, bucketing=bucketing)
+    stream = train_batches(utts, 8, seed=1, batching=batching)
     for _ in range(3):
         epoch = _epoch(stream, len(utts), 8)
         assert Counter(u.line for b in epoch for u in b) == Counter(u.line for u in utts)
@@ -61,13 +61,13 @@ def test_seeded_and_still_shuffled():
 
 def test_buckets_pad_less_than_a_plain_shuffle():
     utts = _utts(400)
-    bucketed = list(itertools.islice(train_batches(utts, 8, seed=0, bucketing=True), 500))
-    plain = list(itertools.islice(train_batches(utts, 8, seed=0, bucketing=False), 500))
+    bucketed = list(itertools.islice(train_batches(utts, 8, seed=0, batching="buckets"), 500))
+    plain = list(itertools.islice(train_batches(utts, 8, seed=0, batching="shuffled"), 500))
     assert _padding(bucketed) < 1.15 < 1.5 < _padding(plain)
 
 
 def test_plain_shuffle_is_the_stream_runs_had_before_buckets():
-    """data.bucketing=false reproduces the original sampler batch for batch."""
+    """data.batching=shuffled reproduces the original sampler batch for batch."""
     utts = _utts(50)
 
     def original(seed):
@@ -77,7 +77,7 @@ def test_plain_shuffle_is_the_stream_runs_had_before_buckets():
             for start in range(0, len(order), 8):
                 yield [utts[i] for i in order[start:start + 8]]
 
-    assert (list(itertools.islice(train_batches(utts, 8, 42, bucketing=False), 40))
+    assert (list(itertools.islice(train_batches(utts, 8, 42, batching="shuffled"), 40))
             == list(itertools.islice(original(42), 40)))
 
 
@@ -100,7 +100,7 @@ def test_replay_share_of_every_batch():
             training_stream(train_utts, 8, seed=5, replay=replay, replay_fraction=fraction)
 
 
-@pytest.mark.parametrize("kw", [{}, {"bucketing": False}, {"replay_fraction": 0.5}])
+@pytest.mark.parametrize("kw", [{}, {"batching": "shuffled"}, {"replay_fraction": 0.5}])
 def test_resumed_slice_equals_the_uninterrupted_stream(kw):
     train_utts = _utts(37)
     replay = _utts(11, seed=2, prefix="r") if "replay_fraction" in kw else ()

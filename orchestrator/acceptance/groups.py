@@ -128,19 +128,33 @@ def judge_group(runs: Sequence[Run], verdicts: Mapping[str, RunVerdict], load: L
             z = np.where(se > 0, (deltas - hat) / np.where(se > 0, se, 1), 0.0)
             lo, up = -se[k] * z.max(axis=1), se[k] * (-z).max(axis=1)
         hats.append(hat[k]), los.append(lo), ups.append(up)
-    hats_a, los_a, ups_a = np.array(hats), np.stack(los, axis=1), np.stack(ups, axis=1)  # (S,), (R, S)
-    rng = np.random.default_rng(conf.bootstrap_seed + 1)
+    mean, delta_low, delta_high = pool_seeds(hats, los, ups, confidence=conf.confidence, seed=conf.bootstrap_seed)
+    reduction, low, high = -mean, -delta_high, -delta_low
+    status, why = _three_way(low, high, conf.min_domain_reduction, upper=False)
+    return GroupVerdict(**base, status=status, reduction=reduction, low=low, high=high,
+                        note=f"{why}; two-level bootstrap over {len(runs)} seeds and the utterances, "
+                             f"{len(los[0])} replicates")
+
+
+def pool_seeds(hats: Sequence[float], lows: Sequence, highs: Sequence, *, confidence: float,
+               seed: int) -> tuple[float, float, float]:
+    """The two-level bootstrap of a difference measured at several seeds: (mean over seeds, low,
+    high) at `confidence`. `hats[s]` is seed s's observed difference; `lows[s]` / `highs[s]` (R,)
+    its deviations from it in each replicate of ONE utterance resample shared by every seed
+    (replicate_wers over all of them at once): the same array twice for a percentile interval,
+    a max-type band's bounds for a picked interval. Level 1 resamples the seeds (rng seed + 1),
+    level 2 is that shared utterance resample; each replicate averages its drawn seeds."""
+    import numpy as np
+
+    hats_a, los_a, ups_a = np.asarray(hats, float), np.stack(lows, axis=1), np.stack(highs, axis=1)  # (S,), (R, S)
+    rng = np.random.default_rng(seed + 1)
     r, s = los_a.shape
     pick_seeds = rng.integers(0, s, size=(r, s))  # level 1: seeds; level 2: the shared utterance resample
     rows = np.arange(r)[:, None]
     lower = (hats_a[pick_seeds] + los_a[rows, pick_seeds]).mean(axis=1)
     upper = (hats_a[pick_seeds] + ups_a[rows, pick_seeds]).mean(axis=1)
-    tail = (1 - conf.confidence) / 2
-    delta_low, delta_high = float(np.quantile(lower, tail)), float(np.quantile(upper, 1 - tail))
-    reduction, low, high = -float(hats_a.mean()), -delta_high, -delta_low
-    status, why = _three_way(low, high, conf.min_domain_reduction, upper=False)
-    return GroupVerdict(**base, status=status, reduction=reduction, low=low, high=high,
-                        note=f"{why}; two-level bootstrap over {s} seeds and the utterances, {r} replicates")
+    tail = (1 - confidence) / 2
+    return float(hats_a.mean()), float(np.quantile(lower, tail)), float(np.quantile(upper, 1 - tail))
 
 
 def sweep_bands(runs: Sequence[Run], verdicts: Mapping[str, RunVerdict], load: Loader | None,

@@ -47,6 +47,14 @@ class OnSilent(Choice):
     refuse = "refuse"  # ... is an error
 
 
+class Batching(Choice):
+    """How the training utterances are cut into batches each epoch (data/batching.py)."""
+
+    buckets = "buckets"  # shuffled into duration buckets, batches re-drawn every epoch: less padding
+    sorted = "sorted"  # fixed batches of the length-sorted utterances, their order shuffled each epoch
+    shuffled = "shuffled"  # plain shuffled batches
+
+
 class Device(Choice):
     auto = "auto"
     cpu = "cpu"
@@ -89,6 +97,7 @@ class AdapterConf:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
+    share_a: bool = False  # q/k/v of one attention block train one LoRA A (moonshine-voice's design), a B each
 
 
 @dataclass
@@ -114,6 +123,11 @@ class OptimConf:
     optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.AdamW"})
     scheduler: Dict[str, Any] = field(
         default_factory=lambda: {"_target_": "transformers.get_linear_schedule_with_warmup"})
+    # true: optimizer step k (from 1) trains at the schedule's factor for k, so the first step is not
+    # at LR 0 (warm-up reaches the full LR at step num_warmup_steps, as moonshine-voice's does) and the
+    # schedule is given steps + 1 in all, so no step ends at LR 0 either; false: transformers' own
+    # convention (step k at factor k - 1: step 1 at LR 0 whenever there is a warm-up)
+    schedule_shift: bool = True
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 42
@@ -129,7 +143,7 @@ class DataConf:
     max_seconds: float = 20.0
     rms_target: float = 0.075
     sample_rate: int = 16000
-    bucketing: bool = True  # batches of similar duration (still shuffled, seeded): less padding
+    batching: Batching = Batching.buckets  # buckets | sorted (moonshine-voice's) | shuffled: see Batching
     on_silent: OnSilent = OnSilent.skip  # all-silent training audio (RMS 0): dropped and counted, or an error
     speaker_overlap: SpeakerOverlap = SpeakerOverlap.warn  # evaluation speakers who also speak in training
     replay_manifest: Optional[str] = None  # general speech mixed into every training batch

@@ -1,5 +1,5 @@
 """Turn utterances into model batches: decoded audio through the one audio path, labels with EOS,
-and the training batch stream (duration buckets, general-speech replay).
+and the training batch stream (duration buckets or sorted batches, general-speech replay).
 
 The stream is a pure function of (utterances, settings, seed): a resumed run slices it at the
 number of batches it had consumed (`itertools.islice`) and gets exactly the batches an
@@ -135,16 +135,28 @@ def duration_buckets(utts: Sequence[Utterance], bucket_size: int) -> list[int]:
 
 
 def train_batches(utts: Sequence[Utterance], batch_size: int, seed: int, *,
-                  bucketing: bool = True) -> Iterator[list[Utterance]]:
+                  batching: str = "buckets") -> Iterator[list[Utterance]]:
     """Endless seeded epochs; every utterance once per epoch (the last short batch is kept).
 
-    bucketing=False: plain shuffled batches. bucketing=True: each epoch is shuffled, grouped
-    into duration buckets of BUCKET_BATCHES batches' worth (random order inside a bucket, so
-    batch membership changes every epoch), cut into batches in bucket order, and the batches
-    are shuffled, so padding stays small while the order of durations stays random."""
+    batching="shuffled": plain shuffled batches. "buckets": each epoch is shuffled, grouped into
+    duration buckets of BUCKET_BATCHES batches' worth (random order inside a bucket, so batch
+    membership changes every epoch), cut into batches in bucket order, and the batches are
+    shuffled, so padding stays small while the order of durations stays random. "sorted"
+    (moonshine-voice's): the utterances sorted by duration (ties by position) are cut once into
+    fixed batches, the shortest first (the short one is the longest utterances'); every epoch
+    shuffles only the order of those batches."""
+    if batching not in ("buckets", "sorted", "shuffled"):
+        raise ValueError(f"unknown batching {batching!r} (buckets, sorted or shuffled)")
     rng = random.Random(seed)
     order = list(range(len(utts)))
-    bucket = duration_buckets(utts, batch_size * BUCKET_BATCHES) if bucketing else None
+    if batching == "sorted":
+        ranked = sorted(order, key=lambda i: (utts[i].duration, i))
+        fixed = [ranked[start:start + batch_size] for start in range(0, len(ranked), batch_size)]
+        while True:
+            rng.shuffle(fixed)
+            for batch in fixed:
+                yield [utts[i] for i in batch]
+    bucket = duration_buckets(utts, batch_size * BUCKET_BATCHES) if batching == "buckets" else None
     while True:
         rng.shuffle(order)
         if bucket is None:
@@ -166,13 +178,13 @@ def _shuffled_forever(utts: Sequence[Utterance], rng: random.Random) -> Iterator
             yield utts[i]
 
 
-def training_stream(train: Sequence[Utterance], batch_size: int, seed: int, *, bucketing: bool = True,
+def training_stream(train: Sequence[Utterance], batch_size: int, seed: int, *, batching: str = "buckets",
                     replay: Sequence[Utterance] = (), replay_fraction: float = 0.0) -> Iterator[list[Utterance]]:
     """The run's batches: `train_batches` of the training utterances, each batch completed with
     replay_share(batch_size, replay_fraction) utterances drawn from `replay` by its own seeded,
     epoch-shuffled stream (without replay: train_batches itself). A bad share fails here, at once."""
     n_replay = replay_share(batch_size, replay_fraction) if replay else 0
-    batches = train_batches(train, batch_size - n_replay, seed, bucketing=bucketing)
+    batches = train_batches(train, batch_size - n_replay, seed, batching=batching)
     if not n_replay:
         return batches
     return _with_replay(batches, _shuffled_forever(replay, random.Random(f"replay:{seed}")), n_replay)

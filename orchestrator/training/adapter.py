@@ -1,7 +1,15 @@
-"""Put a LoRA or DoRA adapter on exactly the resolved modules, and check PEFT did just that."""
+"""Put a LoRA or DoRA adapter on exactly the resolved modules, and check PEFT did just that.
+
+`adapter.share_a`: the q, k and v projections of one attention block train ONE LoRA A (down
+projection) and keep a B each, as moonshine-voice's trainer does: PEFT builds them separately, then
+`tie_shared_a` points the k and v layers' lora_A weight at the q layer's Parameter (one object, so
+`parameters()` yields it once: the optimizer, gradient clipping and the trainable count see it
+once). A saved adapter stores the tied weight under all three names (PEFT copies aliases before
+writing safetensors); loading it back (inference.load_adapter, checkpoint.load) ties them again.
+"""
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
@@ -40,7 +48,45 @@ def attach(model: nn.Module, adapter: AdapterConf, resolution: Resolution) -> Pe
         missing, extra = sorted(set(resolution.names) - wrapped), sorted(wrapped - set(resolution.names))
         raise TargetError(f"PEFT adapted a different set than resolved (missing {missing[:3]}, extra {extra[:3]})",
                           where="targets", fix="report this: the resolver and PEFT disagree on this model")
+    if adapter.share_a:
+        tie_shared_a(peft_model)
     return peft_model
+
+
+QKV = ("q_proj", "k_proj", "v_proj")
+
+
+def tie_shared_a(peft_model: PeftModel) -> int:
+    """Give the adapted q/k/v projections of each attention block one lora_A Parameter (the q
+    layer's, else the first adapted one's), for every adapter name; returns how many blocks share.
+    A block with only one of them adapted has nothing to share. Refuses A matrices of different
+    shapes (another input width). Idempotent: tying tied weights changes nothing."""
+    groups: dict[str, list] = defaultdict(list)
+    for name, module in peft_model.get_base_model().named_modules():
+        parent, _, leaf = name.rpartition(".")
+        if leaf in QKV and len(getattr(module, "lora_A", ())):
+            groups[parent].append((QKV.index(leaf), name, module))
+    shared = 0
+    for parent, members in groups.items():
+        if len(members) < 2:
+            continue
+        members.sort(key=lambda m: m[0])
+        _, first_name, first = members[0]
+        for key, down in first.lora_A.items():
+            for _, name, module in members[1:]:
+                other = module.lora_A[key]
+                if other.weight.shape != down.weight.shape:
+                    raise TargetError(f"adapter.share_a: {name} and {first_name} have LoRA A matrices of "
+                                      f"different shapes ({tuple(other.weight.shape)} vs {tuple(down.weight.shape)})",
+                                      where="adapter.share_a", fix="set adapter.share_a=false for this model")
+                other.weight = down.weight  # the same Parameter object: one tensor, one gradient
+        shared += 1
+    return shared
+
+
+def trainable_count(peft_model: PeftModel) -> int:
+    """Trainable parameters, each counted once (a shared A is one parameter)."""
+    return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
 
 
 def adapted_modules(peft_model: PeftModel) -> list[str]:

@@ -108,6 +108,10 @@ def load_adapter(adapter_dir: str | os.PathLike[str], *, model_id: str | None = 
     precisions.setup(torch_device, precision)
     base, processor = modeling.load(model, torch_device)
     peft_model = PeftModel.from_pretrained(base, adapter_dir).to(torch_device).eval()
+    if run_config is not None and OmegaConf.select(OmegaConf.load(run_config), "adapter.share_a", default=False):
+        from orchestrator.training.adapter import tie_shared_a
+
+        tie_shared_a(peft_model)  # saved under all three names, equal: one Parameter again, as in training
     # a run's folder is <output_dir>/<run>/, so its adapters share the cache the run trained with
     audio = None if run_config is None else RunFolder.of_adapter(adapter_dir).audio_cache
     return Loaded(peft_model, processor, model, data, eval_conf, torch_device, adapter_dir, run_config, audio,

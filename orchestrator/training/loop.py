@@ -186,6 +186,9 @@ def run(spec: RunSpec, store: Store, *, progress: bool = True, sweep_id: str | N
     resolution = targets.resolve(model, spec.targets)
     torch.manual_seed(spec.optim.seed)
     peft_model = adapters.attach(model, spec.adapter, resolution)
+    log.info("adapter: %s r %d on %d modules, %s trainable parameters%s", spec.adapter.kind, spec.adapter.r,
+             len(resolution.names), f"{adapters.trainable_count(peft_model):,}",
+             " (q/k/v of each attention block share one A)" if spec.adapter.share_a else "")
     for name in resolution.empty_components:
         log.warning("targets: component %r contributes no module on %s", name, spec.model.id)
 
@@ -279,7 +282,7 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
         start, consumed, resumed_losses = state.step, state.batches_consumed, state.interval_losses
         log.info("resuming %s from step %d", run_id, start)
     replay = splits.replay.kept if splits.replay is not None else ()
-    stream = training_stream(splits.train.kept, o.batch_size, o.seed, bucketing=spec.data.bucketing,
+    stream = training_stream(splits.train.kept, o.batch_size, o.seed, batching=spec.data.batching,
                              replay=replay, replay_fraction=spec.data.replay_fraction)
     batches = itertools.islice(stream, consumed, None)  # a pure function of data + seed: resume is exact
     for part in (splits.train.kept, replay):  # decoded once into the disk cache, one entry per manifest

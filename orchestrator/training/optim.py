@@ -4,10 +4,19 @@ The default is AdamW and transformers' get_linear_schedule_with_warmup (warmup o
 optim.warmup_ratio of the steps, then linear decay to zero). The orchestrator passes what it
 owns (params, lr, weight_decay; optimizer, warmup and total steps); any other key of the node is
 the callable's own argument, e.g. `+optim.optimizer.betas=[0.9,0.95]`.
+
+A transformers schedule is a factor lambda(s) of the scheduler's count s, which starts at 0, and
+its warm-up is lambda(s) = s / warmup: the first optimizer step would train at LR 0, a step thrown
+away (and the whole warm-up one step late). With optim.schedule_shift (the default) the scheduler is
+advanced once when built, so step k trains at lambda(k): the first at 1 / warmup, the full LR from
+step `warmup` on (moonshine-voice's (step + 1) / warmup, counted from 0), and a decaying schedule
+is given steps + 1 in all, so its zero falls after the last step instead of on it. The count is part
+of the scheduler's state_dict: a resumed run continues at exactly the same factor.
 """
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 from orchestrator.config.schema import OptimConf
@@ -27,12 +36,19 @@ def build_optimizer(params, optim: OptimConf):
 
 def build_scheduler(optimizer, spec: RunSpec):
     """The scheduler, given the warmup and total steps; the total only if it takes one (transformers'
-    get_constant_schedule_with_warmup has no decay, so no num_training_steps)."""
+    get_constant_schedule_with_warmup has no decay, so no num_training_steps). With
+    optim.schedule_shift, advanced once: the first optimizer step trains at lambda(1), not 0."""
     from hydra.utils import get_object
 
-    steps = dict(num_warmup_steps=spec.warmup_steps, num_training_steps=spec.optim.steps)
+    shift = int(spec.optim.schedule_shift)
+    steps = dict(num_warmup_steps=spec.warmup_steps, num_training_steps=spec.optim.steps + shift)
     taken = _taken(get_object(spec.optim.scheduler["_target_"]), steps)
-    return _partial(spec.optim.scheduler)(optimizer, **taken)
+    scheduler = _partial(spec.optim.scheduler)(optimizer, **taken)
+    if shift:
+        with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": on purpose here
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+            scheduler.step()
+    return scheduler
 
 
 def _taken(func, offered: dict[str, Any]) -> dict[str, Any]:
