@@ -104,5 +104,5 @@ def run(args) -> None:
     if not tty and not args.once:
         print(progress_table(runs) if runs else "(no run)")
     if args.summary and runs:
-        print("\n" + summary_table(runs))
+        print("\n" + summary_table(runs, store))
     store.close()

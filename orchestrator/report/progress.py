@@ -62,13 +62,14 @@ def progress_table(runs: Sequence[Run], now: datetime | None = None) -> str:
     return tabulate([line_cells(r, now) for r in runs], headers=HEADERS, tablefmt="plain", disable_numparse=True)
 
 
-def summary_table(runs: Sequence[Run]) -> str:
-    """The campaign's closing table: each run's verdict, what it changed, and the replication groups."""
+def summary_table(runs: Sequence[Run], utterances=None) -> str:
+    """The campaign's closing table: each run's verdict (judged on the per-utterance errors of
+    `utterances`, a Store, as the report judges it), what it changed, and the replication groups."""
     from tabulate import tabulate
 
     from orchestrator.report.collect import collect
 
-    data = collect(runs)
+    data = collect(runs, utterances=utterances)
     rows = []
     for run in data.runs:
         verdict = data.verdict(run)
