@@ -106,5 +106,5 @@ def test_help_and_cfg_need_no_data(tmp_path):
 
 def test_a_replay_share_that_rounds_to_nothing_fails_before_any_run():
     with pytest.raises(ConfigError) as err:
-        build_spec(compose(["+exp=demo_universal_lora", "data.replay_fraction=0.01"]))
+        build_spec(compose(["+exp=demo_atc", "data.replay_fraction=0.01"]))
     assert err.value.where == "data.replay_fraction" and "0 of 16" in err.value.what
