@@ -198,6 +198,7 @@ def test_resume_picks_interrupted_runs_and_refuses_what_it_cannot_continue(run_o
     store.close()
 
 
+@pytest.mark.slow  # a 160-step run killed and resumed beside its twin: about a minute
 def test_eval_start_trains_without_evaluating_yet_checkpoints_every_interval_and_resumes_exactly(run_overrides,
                                                                                                  tmp_path):
     overrides = [o for o in run_overrides if not o.startswith(("optim.steps", "eval.interval"))]
