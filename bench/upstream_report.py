@@ -175,9 +175,11 @@ def write_section(path: Path, heading: str, s: dict, setup, seeds: list[int], in
     theirs_cmd = " ".join(setup.theirs_args(seeds[0], Path("OUT")))
     ablate = (f" --ablate {','.join(s['ablate'])} --ablate-seeds {len(s['ablation_seeds'])}"
               if s["ablate"] else "")
+    flags = (f" --domain {setup.domain}" if setup.domain != "atc" else "") + (
+        f" --steps {setup.steps}" if setup.steps != 150 else "")
     section = [
         heading, "",
-        f"Written by `.venv/bin/python -m bench.upstream --seeds {len(seeds)}{ablate}` (see its docstring): Moonshine's "
+        f"Written by `.venv/bin/python -m bench.upstream --seeds {len(seeds)}{flags}{ablate}` (see its docstring): Moonshine's "
         "own trainer in its own venv and ours through the CLI, one after the other, on the same base model, training "
         "utterances, targets, rank and scale, LR and schedule (warm-up, then constant), batch size, steps and seeds, "
         "no replay, no early stopping; both models scored by `orchestrator eval`'s code path on the same utterances.",

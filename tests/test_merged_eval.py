@@ -1,4 +1,4 @@
-"""Evaluation computes each plain LoRA Linear as one matmul with the merged weight: the same
+"""Evaluation computes each LoRA or DoRA Linear as one matmul with the merged weight: the same
 hypotheses as the adapter's two-path forward, and the base weights come back as the very same
 objects (nothing drifts between intervals, unlike merge + unmerge)."""
 from __future__ import annotations
@@ -29,8 +29,9 @@ def _trained(kind: str = "lora"):
     return model, processor
 
 
-def test_merged_decoding_says_what_the_adapter_says_and_puts_every_weight_back(speech, monkeypatch):
-    model, processor = _trained()
+@pytest.mark.parametrize("kind", ["lora", "dora"])
+def test_merged_decoding_says_what_the_adapter_says_and_puts_every_weight_back(speech, monkeypatch, kind):
+    model, processor = _trained(kind)
     before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
     utts = read_manifest(speech["domain"]) + read_manifest(speech["heldout"])
     kw = dict(batch_size=4, tokens_per_second=20.0, device=torch.device("cpu"), progress=False)
@@ -53,7 +54,8 @@ def test_what_is_merged_and_what_is_not():
     assert not any(getattr(m, "merged", False) for m in model.modules() if hasattr(m, "merged_adapters"))
     dora, _ = _trained("dora")
     with evaluation.merged_lora(dora) as merged:
-        assert merged == 0  # DoRA's magnitude: left to PEFT's own forward
+        assert merged == lora_layers  # DoRA too: its magnitude folded into the merged weight
+    assert not any(k.endswith("weight_norm") for m in dora.modules() for k in getattr(m, "_caches", {}))
     with pytest.raises(RuntimeError), evaluation.merged_lora(model):
         raise RuntimeError("an evaluation that fails half-way")
     assert not any(getattr(m, "merged", False) for m in model.modules() if hasattr(m, "merged_adapters"))
