@@ -43,11 +43,12 @@ RECENT_CHANGES = 10  # runs that get a new interval before each timed report
 
 
 def schema_fingerprint() -> str:
-    from sqlalchemy.schema import CreateTable
+    from sqlalchemy.schema import CreateIndex, CreateTable
 
     from orchestrator.registry.models import Base
 
-    ddl = "".join(str(CreateTable(t)) for t in Base.metadata.sorted_tables)
+    ddl = "".join(str(CreateTable(t)) + "".join(sorted(str(CreateIndex(i)) for i in t.indexes))
+                  for t in Base.metadata.sorted_tables)
     return hashlib.sha256(ddl.encode()).hexdigest()[:12]
 
 

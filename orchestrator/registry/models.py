@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (JSON, DateTime, ForeignKey, ForeignKeyConstraint, MetaData, String, Text,
+from sqlalchemy import (JSON, DateTime, ForeignKey, ForeignKeyConstraint, Index, MetaData, String, Text,
                         false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -82,6 +82,8 @@ class SqlRun(Base):
 
 class SqlInterval(Base):
     __tablename__ = "intervals"
+    # 0006: the report's per-run digest (count, last step, latest created_at) reads this index alone
+    __table_args__ = (Index("ix_intervals_run_step_created", "run_id", "step", "created_at"),)
 
     run_id: Mapped[str] = mapped_column(
         ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True

@@ -201,7 +201,8 @@ class StoreReads:
         def load(session: Session) -> tuple[list[Run], dict[str, str]]:
             connection = session.connection()
             table, intervals = SqlRun.__table__, SqlInterval.__table__
-            rows = connection.execute(select(*_run_columns(True)).order_by(table.c.id)).all()
+            # in table order, sorted here: ORDER BY id would visit the rows through the id index (twice the cost)
+            rows = sorted(connection.execute(select(*_run_columns(True))).all(), key=_RUN_ID)
             summary = {row[0]: tuple(row[1:]) for row in connection.execute(
                 select(intervals.c.run_id, func.count(), func.max(intervals.c.step), func.max(intervals.c.created_at))
                 .group_by(intervals.c.run_id)).all()}
