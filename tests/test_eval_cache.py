@@ -33,7 +33,7 @@ def _perturb(model, seed: int) -> None:
                 p.add_(0.05 * torch.randn(p.shape, generator=generator))
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=pytest.mark.slow)])  # bf16: -m slow (23 s)
 def test_cached_evaluations_are_the_uncached_ones_at_every_interval(speech, precision):
     model, processor = _model(DEMO_BASE, DECODER_SELF_ATTN)
     utts = read_manifest(speech["domain"]) + read_manifest(speech["heldout"])

@@ -139,6 +139,7 @@ def _assert_consistent(store: Store, outputs: Path) -> None:
     assert all(f.run in {r.id for r in runs} for f in diagnosis.findings)
 
 
+@pytest.mark.slow  # 33 s; test_resume's SIGKILL-then-resume twin runs in the default suite
 def test_sigkill_at_random_moments_then_resume_matches_the_uninterrupted_twin(speech, tiny_checkpoint, small_eval,
                                                                                twin, tmp_path):
     overrides = _overrides(speech, tiny_checkpoint, small_eval, tmp_path, *LONG)

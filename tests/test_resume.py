@@ -66,7 +66,9 @@ def twin_metrics(overrides: list[str], folder) -> list[tuple]:
     return TWINS[spec.config_hash]
 
 
-@pytest.mark.parametrize("backend,how", [("sqlite", "same command"), ("postgresql", "orchestrator resume")])
+# the PostgreSQL variant (20 s) runs with -m slow; the SQLite one in the default suite
+@pytest.mark.parametrize("backend,how", [("sqlite", "same command"),
+                                         pytest.param("postgresql", "orchestrator resume", marks=pytest.mark.slow)])
 def test_sigkilled_run_resumes_to_the_metrics_of_an_uninterrupted_twin(backend, how, run_overrides, tmp_path,
                                                                         request):
     url = registry_url(backend, request, tmp_path)
