@@ -124,8 +124,8 @@ def merged_lora(model: nn.Module) -> Iterator[int]:
                 if len(active) != 1 or not isinstance(base, nn.Linear):
                     continue
                 name, original = active[0], base.weight
-                if module.use_dora.get(name):  # a new tensor, from the unmerged weight; its norm cache is dropped
-                    weight = module.lora_variant[name].merge_safe(module, name, original.detach().clone())
+                if module.use_dora.get(name):  # a new tensor (merge_safe writes into none); its norm cache is dropped
+                    weight = module.lora_variant[name].merge_safe(module, name, original.detach())
                     module._cache_pop(f"{name}-weight_norm")
                 else:
                     weight = original + module.get_delta_weight(name).to(original.dtype)
