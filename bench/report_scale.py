@@ -18,6 +18,11 @@ the 25 detailed runs' curves and writes the cache) and `--no-cache` reports (eve
 as before the cache: what a first report costs without the drawing), best of as many.
 Each run's CPU time (user + sys of the child) is reported beside its wall time, and the load
 average: on a shared machine wall time also counts the other processes' share of the cores.
+Bytecode: the project is byte-compiled first, as scripts/setup.sh does (an editable install is
+not, and where PYTHONDONTWRITEBYTECODE is set Python never caches it: every module of orchestrator/
+would be compiled from source at each start). Each timed round also runs the same report with
+orchestrator's __pycache__ folders moved aside and nothing written (PYTHONDONTWRITEBYTECODE=1),
+side by side, and prints that ratio (no target).
 With --profile, the same report runs in-process under cProfile and the top functions are printed.
 
     .venv/bin/python -m bench.report_scale [--runs 10000] [--intervals 50] [--profile]
@@ -25,6 +30,7 @@ With --profile, the same report runs in-process under cProfile and the top funct
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import os
 import random
@@ -33,10 +39,11 @@ import resource
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bench.common import CACHE, Result, run_cli
+from bench.common import CACHE, ROOT, Result, run_cli
 
 TARGET_S = 1.5
 RECENT_CHANGES = 10  # runs that get a new interval before each timed report
@@ -138,16 +145,36 @@ def profile(db: Path, out: Path, top: int = 25) -> None:
     pstats.Stats(profiler).sort_stats("cumulative").print_stats(top)
 
 
-def _timed(*args: str) -> tuple[float, float, str]:
+def _timed(*args: str, env: dict | None = None) -> tuple[float, float, str]:
     """(wall, CPU) seconds of one CLI run in a fresh interpreter, and its stdout."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = run_cli(*args)
+    proc = run_cli(*args, env=env)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"orchestrator {' '.join(args)} failed:\n{proc.stderr}")
     return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, proc.stdout
+
+
+PACKAGE = ROOT / "orchestrator"
+
+
+@contextmanager
+def _without_bytecode():
+    """orchestrator's __pycache__ folders moved aside for the duration (and put back): each module
+    is compiled from source, as where PYTHONDONTWRITEBYTECODE is set and nothing byte-compiled it."""
+    moved = []
+    try:
+        for cache in sorted(PACKAGE.rglob("__pycache__")):
+            aside = cache.with_name(f"__pycache__.aside-{os.getpid()}")
+            cache.rename(aside)
+            moved.append((aside, cache))
+        yield {"PYTHONDONTWRITEBYTECODE": "1"}
+    finally:
+        for aside, cache in moved:
+            shutil.rmtree(cache, ignore_errors=True)  # none: nothing may write one meanwhile
+            aside.rename(cache)
 
 
 def _change(url: str, round_: int, intervals: int) -> list[str]:
@@ -181,15 +208,24 @@ def measure(runs: int = 10_000, intervals: int = 50, *, repeats: int = 3, with_p
         first = _timed("report", "--registry", url, "--output", str(out))  # draws the curves, writes the cache
         uncached = [_timed("report", "--registry", url, "--output", str(cold), "--no-cache")[:2]
                     for _ in range(repeats)]
+        compileall.compile_dir(PACKAGE, quiet=1)  # as scripts/setup.sh
         times: list[tuple[float, float]] = []  # (wall, CPU) seconds
+        compiled: list[tuple[float, float]] = []  # the same report with no bytecode of orchestrator's
+        rounds = 0
         while len(times) < repeats:  # each a fresh interpreter; the file is rewritten in place each time
-            _change(url, len(times) + 1, intervals)
-            wall, cpu, stdout = _timed("report", "--registry", url, "--output", str(out))
-            times.append((wall, cpu))
-            anew = re.search(r"\((\d+) judged anew", stdout)
-            if anew is None or int(anew.group(1)) != RECENT_CHANGES:
-                raise RuntimeError(f"the report judged other runs anew than the {RECENT_CHANGES} changed: {stdout}")
-            if wall > 5 * TARGET_S:  # far off the target: one run says enough
+            for kept in (True, False):  # side by side: with the bytecode setup.sh writes, then without
+                rounds += 1
+                _change(url, rounds, intervals)
+                if kept:
+                    wall, cpu, stdout = _timed("report", "--registry", url, "--output", str(out))
+                else:
+                    with _without_bytecode() as env:
+                        wall, cpu, stdout = _timed("report", "--registry", url, "--output", str(out), env=env)
+                (times if kept else compiled).append((wall, cpu))
+                anew = re.search(r"\((\d+) judged anew", stdout)
+                if anew is None or int(anew.group(1)) != RECENT_CHANGES:
+                    raise RuntimeError(f"the report judged other runs anew than the {RECENT_CHANGES} changed: {stdout}")
+            if times[-1][0] > 5 * TARGET_S:  # far off the target: one run says enough
                 break
         _timed("report", "--registry", url, "--output", str(cold), "--no-cache")
         if out.read_bytes() != cold.read_bytes():
@@ -200,6 +236,7 @@ def measure(runs: int = 10_000, intervals: int = 50, *, repeats: int = 3, with_p
             profile(db, out)
     best = min(wall for wall, _ in times)
     best_uncached = min(wall for wall, _ in uncached)
+    best_source = min(wall for wall, _ in compiled)
 
     def listed(pairs: list[tuple[float, float]]) -> str:
         return ", ".join(f"{wall:.2f} wall / {cpu:.2f} CPU" for wall, cpu in pairs)
@@ -211,6 +248,11 @@ def measure(runs: int = 10_000, intervals: int = 50, *, repeats: int = 3, with_p
             f"(no cache yet, drawing 25 runs' curves, writing the cache): {first[0]:.2f} wall / {first[1]:.2f} CPU s")
     return [Result(f"orchestrator report ({runs:,} runs x {intervals} intervals, {RECENT_CHANGES} changed)", best,
                    TARGET_S, best / TARGET_S, "<= 1", note=note),
+            Result(f"orchestrator report ({runs:,} runs x {intervals} intervals, {RECENT_CHANGES} changed): "
+                   "byte-compiled / compiled from source at start", best, best_source, best / best_source,
+                   None, note=f"best of {len(compiled)} cold CLI runs each, in turns ({listed(compiled)} s from source); "
+                   "scripts/setup.sh byte-compiles the project, which an editable install does not, and with "
+                   "PYTHONDONTWRITEBYTECODE set Python never writes it"),
             Result(f"orchestrator report --no-cache ({runs:,} runs x {intervals} intervals)", best_uncached, None,
                    None, None, note="every run judged anew, as before the cache (no target: the first report)")]
 

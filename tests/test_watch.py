@@ -19,7 +19,9 @@ def test_a_finished_run_is_one_line_and_the_summary_gives_its_verdict(make_spec,
     store = Store(url)
     run = store.get_run(train.run(make_spec(), store, progress=False))
     store.close()
-    assert run.progress_step == 4 and run.progress_phase.startswith("eval ")  # the last interval's evaluations
+    # the last phase: parity's re-evaluation of the best adapter, with the trainer's forecast of its end
+    assert run.progress_step == 4 and run.progress_phase == "parity heldout"
+    assert run.started_at < run.progress_ends_at < run.ended_at + timedelta(minutes=1)
     proc = cli("watch", "--registry", url, "--once", "--summary", "--since", started.isoformat())
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -48,6 +50,15 @@ def test_a_live_run_shows_its_phase_loss_and_an_eta(tmp_path):
     store.progress(run.id, step=100, phase="eval heldout @100")
     (live,) = store.list_runs()
     assert live.progress_loss == 0.75 and "eval heldout @100" in progress_table([live])
+    # the trainer's forecast (training/pace.py), when it gives one, wins over steps per second
+    store.progress(run.id, step=100, phase="eval heldout @100", seconds_left=400)
+    (live,) = store.list_runs()
+    assert live.progress_ends_at == live.heartbeat_at + timedelta(seconds=400)
+    line = progress_table([live], now=live.heartbeat_at + timedelta(seconds=10)).splitlines()[1]
+    assert line.endswith("6m30s")  # 100 steps in 100 s would say 1m40s
+    store.progress(run.id, step=120, phase="train", seconds_left=None)  # no forecast (yet): the pace again
+    (live,) = store.list_runs()
+    assert live.progress_ends_at is None
     store.close()
 
 

@@ -152,6 +152,7 @@ class Run:
     progress_step: int | None = None  # the last step the trainer reported (`orchestrator watch`)
     progress_loss: float | None = None  # its training loss
     progress_phase: str | None = None  # what it was doing then: "train", "eval domain @100", ...
+    progress_ends_at: datetime | None = None  # when it expected then to end (training/pace.py)
 
     def artifact(self, kind: str) -> Artifact | None:
         """The artifact of `kind` (e.g. "lora_adapter_best"), if the run recorded one."""
@@ -227,4 +228,5 @@ class Run:
             "progress_step": self.progress_step,
             "progress_loss": self.progress_loss,
             "progress_phase": self.progress_phase,
+            "progress_ends_at": self.progress_ends_at.isoformat() if self.progress_ends_at else None,
         }

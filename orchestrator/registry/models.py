@@ -68,6 +68,7 @@ class SqlRun(Base):
     progress_step: Mapped[int | None]
     progress_loss: Mapped[float | None]
     progress_phase: Mapped[str | None] = mapped_column(String(64))
+    progress_ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # its forecast (0007)
 
     intervals: Mapped[list[SqlInterval]] = relationship(
         order_by="SqlInterval.step", cascade="all, delete-orphan", passive_deletes=True

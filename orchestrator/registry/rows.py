@@ -31,7 +31,8 @@ RUN_COLUMNS = ("id", "experiment", "status", "config", "config_hash", "model_id"
                "lr", "steps", "dora", "git_commit", "data_stats", "started_at", "ended_at", "failure_reason",
                "external", "criteria", "target_report", "annotation_status", "annotation_note", "sweep_id",
                "heartbeat_at", "host", "pid", "stop_reason", "device", "precision", "peak_memory_mb",
-               "train_utts_per_s", "eval_realtime_x", "progress_step", "progress_loss", "progress_phase")
+               "train_utts_per_s", "eval_realtime_x", "progress_step", "progress_loss", "progress_phase",
+               "progress_ends_at")
 ARTIFACT_COLUMNS = ("kind", "path", "sha256", "step", "created_at")
 CHECK_COLUMNS = ("name", "passed", "details", "created_at")
 SPLITS = ("domain", "heldout", "select")  # "select": the dev set, eval.select_manifest
@@ -94,7 +95,8 @@ def _to_run(values: Sequence[Any], intervals: Iterable[Interval], artifacts: Ite
     (run_id, experiment, status, config, config_hash, model_id, targets, target_summary, lr, steps, dora,
      git_commit, data_stats, started_at, ended_at, failure_reason, external, criteria, target_report,
      annotation_status, annotation_note, sweep_id, heartbeat_at, host, pid, stop_reason, device, precision,
-     peak_memory_mb, train_utts_per_s, eval_realtime_x, progress_step, progress_loss, progress_phase) = values
+     peak_memory_mb, train_utts_per_s, eval_realtime_x, progress_step, progress_loss, progress_phase,
+     progress_ends_at) = values
     return Run(
         id=run_id,
         experiment=experiment,
@@ -133,6 +135,7 @@ def _to_run(values: Sequence[Any], intervals: Iterable[Interval], artifacts: Ite
         progress_step=progress_step,
         progress_loss=progress_loss,
         progress_phase=progress_phase,
+        progress_ends_at=_utc(progress_ends_at) if progress_ends_at else None,
     )
 
 

@@ -22,7 +22,7 @@ import json
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, update
@@ -289,11 +289,16 @@ class Store(StoreReads):
         if values:
             self._update_run(run_id, **values)
 
-    def progress(self, run_id: str, *, step: int, phase: str, loss: float | None = None) -> None:
+    def progress(self, run_id: str, *, step: int, phase: str, loss: float | None = None,
+                 seconds_left: float | None = None) -> None:
         """Where the live run is (for `orchestrator watch`), which is also a heartbeat: one UPDATE.
-        `loss` None keeps the last one reported."""
+        `loss` None keeps the last one reported; `seconds_left`, the trainer's forecast
+        (training/pace.py), is kept as the time it expects to end (None: no forecast yet)."""
         loss_value = {} if loss is None else {"progress_loss": float(loss)}
-        self._update_run(run_id, progress_step=int(step), progress_phase=phase, **loss_value, **_beat())
+        beat = _beat()
+        ends_at = None if seconds_left is None else beat["heartbeat_at"] + timedelta(seconds=float(seconds_left))
+        self._update_run(run_id, progress_step=int(step), progress_phase=phase, progress_ends_at=ends_at,
+                         **loss_value, **beat)
 
     def heartbeat(self, run_id: str) -> None:
         """Record that this process is alive and training `run_id` (one small UPDATE; the

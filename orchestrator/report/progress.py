@@ -30,9 +30,13 @@ def seed_of(run: Run) -> str:
 
 
 def eta(run: Run, now: datetime) -> str:
-    """Time left at the run's pace so far (steps per second since it started, evaluations included)."""
+    """Time left: the trainer's own forecast (training/pace.py: the schedule's steps and evaluations
+    left at their measured pace) when it gave one, else the steps left at its steps per second
+    since it started ("?" until it has one)."""
     if run.status != RunStatus.RUNNING:
         return MISSING
+    if run.progress_ends_at is not None:
+        return _seconds((run.progress_ends_at - now).total_seconds())
     step = run.progress_step or 0
     elapsed = (now - run.started_at).total_seconds()
     if step <= 0 or elapsed <= 0:

@@ -30,6 +30,7 @@ from orchestrator.training import adapter as adapters, baseline_cache
 from orchestrator.training import checkpoint, encoder_cache, eval_cache, modeling, targets
 from orchestrator.training import precision as precisions
 from orchestrator.training.telemetry import Telemetry, describe, reset_peak
+from orchestrator.training.pace import PARITY_SETS, Pace
 from orchestrator.training.early_stopping import CHECK as EARLY_STOPPING, EarlyStopping
 from orchestrator.registry import liveness
 from orchestrator.artifacts.atomic import check_output_dir, save_adapter, write_text_atomic
@@ -213,9 +214,12 @@ def _run_in(spec: RunSpec, store: Store, run_id: str, peft_model, processor, spl
         run_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(run_dir), logging_redirect_tqdm():
             write_text_atomic(folder.config, OmegaConf.to_yaml(OmegaConf.create(spec.config)))
-            stop = _train(spec, store, run_id, run_dir, peft_model, processor, splits, device, progress, on_interval)
+            sets = ("domain", "heldout", *(("select",) if splits.select is not None else ()))
+            pace = Pace(spec.optim.steps, spec.eval_steps, sets)  # its forecast, for `orchestrator watch`
+            stop = _train(spec, store, run_id, run_dir, peft_model, processor, splits, device, progress, on_interval,
+                          pace)
             if stop is None or stop.status == RunStatus.COMPLETED:  # a pruned run is no candidate: not re-checked
-                check_parity(spec, store, run_id, run_dir)
+                check_parity(spec, store, run_id, run_dir, pace)
     except KeyboardInterrupt:
         store.finish_run(run_id, RunStatus.INTERRUPTED, "interrupted by the user (Ctrl-C); resume by running it again")
         raise
@@ -242,7 +246,7 @@ def _checkpoint_on_interrupt(run_dir: Path, step: int, saved: bool, **state) -> 
     raise KeyboardInterrupt
 
 
-def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path) -> None:
+def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path, pace: Pace | None = None) -> None:
     """Reload `lora_adapter_best` (BEST_ADAPTER) from disk as `orchestrator eval` does and compare its
     WERs with the registry's (recorded as the `parity` check that criterion 7 reads)."""
     from orchestrator.training import inference
@@ -251,9 +255,14 @@ def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path) -> Non
     best = run.artifact(BEST_ADAPTER)
     interval = next(i for i in run.intervals if i.step == best.step)
     loaded = inference.load_adapter(Path(best.path), device=spec.device)
-    # WERs only: parity does not compare the loss, so it skips that decoder pass
-    domain = inference.evaluate_manifest(loaded, spec.eval.domain_manifest, progress=False, with_loss=False)
-    heldout = inference.evaluate_manifest(loaded, spec.eval.heldout_manifest, progress=False, with_loss=False)
+    last = run.intervals[-1].step
+    found = {}
+    for i, split in enumerate(PARITY_SETS):  # WERs only: parity does not compare the loss (no loss pass)
+        store.progress(run_id, step=last, phase=f"parity {split}",
+                       seconds_left=None if pace is None else pace.seconds_left(last, PARITY_SETS[i:], parity=False))
+        found[split] = inference.evaluate_manifest(loaded, getattr(spec.eval, f"{split}_manifest"), progress=False,
+                                                   with_loss=False)
+    domain, heldout = found["domain"], found["heldout"]
     passed = domain.wer == interval.domain_wer and heldout.wer == interval.heldout_wer
     store.add_check(run_id, "parity", passed, {
         "step": best.step, "sha256": best.sha256, "domain_wer": domain.wer, "heldout_wer": heldout.wer,
@@ -262,8 +271,11 @@ def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path) -> Non
 
 
 def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, processor, splits: Splits,
-           device: torch.device, progress: bool, on_interval: IntervalHook | None = None) -> Stop | None:
-    """The train loop; returns why it stopped before optim.steps (early stopping, `on_interval`), else None."""
+           device: torch.device, progress: bool, on_interval: IntervalHook | None = None,
+           pace: Pace | None = None) -> Stop | None:
+    """The train loop; returns why it stopped before optim.steps (early stopping, `on_interval`), else
+    None. `pace` is told every training and evaluation time it measures (its forecast goes with
+    each progress write)."""
     o = spec.optim
     telemetry = Telemetry(device)
     reset_peak(device)
@@ -308,12 +320,16 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
     # unless early stopping on the dev loss (domain + heldout) needs it; the dev set: WER only
     sets = {"domain": (splits.domain.kept, True), "heldout": (splits.heldout.kept, heldout_loss),
             **({"select": (splits.select.kept, False)} if splits.select is not None else {})}
+    pace = pace or Pace(o.steps, eval_steps, tuple(sets))
+    order = tuple(sets)
 
     def measure(split: str, step: int) -> EvalResult:
         utts, with_loss = sets[split]
-        store.progress(run_id, step=step, phase=f"eval {split} @{step}")
+        store.progress(run_id, step=step, phase=f"eval {split} @{step}",
+                       seconds_left=pace.seconds_left(step, order[order.index(split):]))
         result = evaluate(model, processor, bank, utts, desc=f"eval {split} @{step}", **{**eval_kw, "with_loss": with_loss})
         telemetry.add_eval(result.audio_seconds, result.seconds)
+        pace.evaluated(split, result.seconds)
         return result
 
     def baseline() -> dict[str, EvalResult]:
@@ -326,6 +342,8 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
         jobs = {split: (baseline_cache.key(base, utts, known, {**settings, "with_loss": with_loss}),
                         functools.partial(measure, split, 0)) for split, (utts, with_loss) in sets.items()}
         found = shared.results(jobs)
+        for split, result in found.items():  # read ones: the time of the run that computed them
+            pace.evaluated(split, result.seconds)
         log.info("shared baseline: step 0 of %d set(s) read from %s, %d computed here",
                  shared.read, shared.folder, shared.computed)
         return found
@@ -381,12 +399,14 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
         if records:
             now = telemetry.clock()
             telemetry.add_train(utterances, now - mark)
+            pace.trained_for(len(records), now - mark)
             steps.utterances, mark = 0, now
             losses.extend(r.loss for r in records)
             last_lr = records[-1].lr
             bar.set_postfix(loss=f"{records[-1].loss:.4f}", lr=f"{records[-1].lr:.2e}")
             if time.monotonic() - beat >= PROGRESS_EVERY_S:  # where it is, for `orchestrator watch` (and alive)
-                store.progress(run_id, step=records[-1].step, phase="train", loss=records[-1].loss)
+                store.progress(run_id, step=records[-1].step, phase="train", loss=records[-1].loss,
+                               seconds_left=pace.seconds_left(records[-1].step))
                 beat = time.monotonic()
 
     with Prefetcher(batches, lambda batch: (len(batch), step_inputs(batch)), spec.data.prefetch, amp) as feed, guard:
