@@ -113,7 +113,7 @@ def build(path: Path, n_runs: int, n_intervals: int) -> None:
             dora=rng.random() < 0.2, git_commit="0" * 40,
             data_stats={"train": {"utterances": 500, "dropped_too_long": 0}}, started_at=began,
             ended_at=began + timedelta(minutes=6), failure_reason="non-finite loss" if status == "failed" else None,
-            external=False, criteria=criteria, sweep_id=f"{experiment}-sweep-{i // 5}" if i % 3 == 0 else None))
+            external=False, criteria=criteria, interval_writes=n_intervals, sweep_id=f"{experiment}-sweep-{i // 5}" if i % 3 == 0 else None))
         domain, heldout = rng.uniform(0.1, 0.3), rng.uniform(0.04, 0.1)
         for k in range(n_intervals):
             intervals.append(dict(run_id=run_id, step=20 * k, lr=lr,

@@ -5,9 +5,10 @@
 #      (the domain: train, evaluation and dev sets), general speech to replay and a heldout set
 #   3. the campaign on the committed base model (demo/base), shaped like the seeds' plan:
 #      an LR sweep of LoRA on the decoder's attention + MLP (exp_3_1 over exp_2_4's targets),
-#      DoRA on the same targets (exp_2_1 / exp_2_4), a universal LoRA on every q/k/v/o (exp_2_5),
-#      the sweep's expected winner at two more seeds (a seed group), and a deliberately harmful
-#      run; one progress line per run while they train (`orchestrator watch`)
+#      DoRA on the same targets (exp_2_1 / exp_2_4), a universal LoRA on every q/k/v/o (exp_2_5)
+#      and a deliberately harmful run; one progress line per run while they train
+#      (`orchestrator watch`). The sweep's winner at more seeds (a seed group) is not in it: about
+#      8 minutes of one core per seed (README, "The demo")
 #   4. rebuild EXPERIMENTS.md from registry.db and print the campaign's summary
 # Running it again skips every finished run (same identity hash) and resumes interrupted ones.
 #   bash scripts/demo.sh --tune   then also runs the tune campaign (conf/exp/demo_tune.yaml: the
@@ -32,9 +33,9 @@ since=$(date -u +%Y-%m-%dT%H:%M:%S)
 logs=outputs/demo-logs
 mkdir -p "$logs"
 PARALLEL=(hydra/launcher=joblib hydra.launcher.n_jobs=2)
-# Two multiruns of two workers each: the longest runs start first in each, so neither idles at the end.
-# The LR sweep is declared in conf/exp/demo_lr_sweep.yaml (hydra.sweeper.params); its middle point
-# at seeds 43 and 44 makes, with the sweep's seed-42 run, a group of three seeds.
+# Two multiruns of two workers each, the longest runs first in each: on 2026-12-08 one core idled for
+# the last 1.7 minutes (the sweep's third point alone).
+# The LR sweep is declared in conf/exp/demo_lr_sweep.yaml (hydra.sweeper.params).
 .venv/bin/orchestrator -m +exp=demo_universal_lora,demo_dora,demo_harmful "${PARALLEL[@]}" >"$logs/campaign.log" 2>&1 &
 first=$!
 sleep 2  # the two multiruns' sweep folders are named by the second

@@ -19,14 +19,14 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, column, create_engine, event, table, text, update
+from sqlalchemy import Engine, column, create_engine, event, select, table, text, update
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.errors import RegistryError
 from orchestrator.training.evaluate import UtteranceResult
 from orchestrator.registry import Interval, Run, Store, UtteranceRow
 from orchestrator.registry import store as store_module
-from orchestrator.registry.models import Base
+from orchestrator.registry.models import Base, SqlRun
 from orchestrator.registry.store import MIGRATIONS
 
 from conftest import BACKENDS, registry_url
@@ -420,7 +420,11 @@ def test_an_0001_database_is_upgraded_in_place_keeping_its_rows(url: str) -> Non
 
     store = Store(url)
     run = store.get_run("old-1")
+    writes = select(SqlRun.interval_writes).where(SqlRun.id == "old-1")
+    counted = store._transact(lambda session: session.scalar(writes), read_only=True)  # 0007 counts its 2 intervals
     store.add_interval("old-1", step=20, domain_wer=0.1, utterances={"domain": [utterance(0, 1)]})
+    store.add_interval("old-1", step=20, domain_wer=0.1)  # a replacement is a write too (the report's digest)
+    assert (counted, store._transact(lambda session: session.scalar(writes), read_only=True)) == (2, 4)
     store.close()
     assert (run.experiment, run.config, run.targets, run.status) == ("exp_old", {"a": 1}, ["q"], "completed")
     assert [(i.step, i.domain_wer) for i in run.intervals] == [(0, 0.3), (10, 0.2)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (JSON, DateTime, ForeignKey, ForeignKeyConstraint, Index, MetaData, String, Text,
+from sqlalchemy import (JSON, DateTime, ForeignKey, ForeignKeyConstraint, Index, Integer, MetaData, String, Text,
                         false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -69,6 +69,9 @@ class SqlRun(Base):
     progress_loss: Mapped[float | None]
     progress_phase: Mapped[str | None] = mapped_column(String(64))
     progress_ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # its forecast (0007)
+    # 0007: how many times an interval of it was written (inserted or replaced), in the same
+    # transaction: what tells the report's digest (Store.report_runs) that its intervals changed
+    interval_writes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     intervals: Mapped[list[SqlInterval]] = relationship(
         order_by="SqlInterval.step", cascade="all, delete-orphan", passive_deletes=True

@@ -192,37 +192,44 @@ class StoreReads:
         what it rendered from runs that did not change (report/cache.py).
 
         First every run as `list_runs(lean=True)` reads it but without intervals, and a digest
-        of each: of its row as read, its artifacts and checks, and its intervals' count, last
-        step and latest `created_at` (aggregates: no interval row is fetched). Anything recorded
-        about a run changes its digest: a new interval, a replaced one (add_interval stamps it
-        anew; its per-utterance results are written with it), a status, an annotation, an
-        artifact, a check. Then `choose(runs, digests)` names the runs whose intervals to read,
-        (lean ones, full ones); returns the runs, those with their intervals, and the digests."""
+        of each: of its row as read with its `interval_writes` (add_interval counts every insert
+        or replacement of an interval there, in the interval's transaction: no interval row is
+        read for it), its artifacts and checks. Anything recorded about a run changes its
+        digest: a new interval, a replaced one (its per-utterance results are written with it),
+        a status, an annotation, an artifact, a check. Then `choose(runs, digests)` names the
+        runs whose intervals to read, (lean ones, full ones); returns the runs, those with their
+        intervals, and the digests."""
         def load(session: Session) -> tuple[list[Run], dict[str, str]]:
             connection = session.connection()
             table, intervals = SqlRun.__table__, SqlInterval.__table__
             # in table order, sorted here: ORDER BY id would visit the rows through the id index (twice the cost)
-            rows = sorted(connection.execute(select(*_run_columns(True))).all(), key=_RUN_ID)
-            summary = {row[0]: tuple(row[1:]) for row in connection.execute(
-                select(intervals.c.run_id, func.count(), func.max(intervals.c.step), func.max(intervals.c.created_at))
-                .group_by(intervals.c.run_id)).all()}
+            rows = sorted(connection.execute(select(*_run_columns(True), table.c.interval_writes)).all(), key=_RUN_ID)
             artifacts = _children(connection, SqlArtifact, ARTIFACT_COLUMNS, ())
             checks = _children(connection, SqlCheck, CHECK_COLUMNS, ())
             digests, shells = {}, []
             for row in rows:
                 run_id = row[0]
-                found = (tuple(row), summary.get(run_id), artifacts.get(run_id, ()), checks.get(run_id, ()))
+                found = (tuple(row), artifacts.get(run_id, ()), checks.get(run_id, ()))
                 # pickle: a value's bytes (it unpickles to an equal value: unequal ones never share them), at half repr's cost
                 digests[run_id] = hashlib.blake2b(pickle.dumps(found, 5), digest_size=16).hexdigest()
-                shells.append(_to_run(row, (), found[2], found[3]))
+                shells.append(_to_run(row[:-1], (), found[1], found[2]))
             shells.sort(key=_STARTED_AT)  # stable: ties stay by id, as list_runs
             lean, full = choose(shells, digests)
             wanted = {**dict.fromkeys(lean, True), **dict.fromkeys(full, False)}
             order = [row[0] for row in rows if row[0] in wanted]  # by id, as the interval rows come
+            every = len(order) == len(rows)
+            counted = select(intervals.c.run_id, func.count()).group_by(intervals.c.run_id)
+            if every:
+                counts_of = dict(connection.execute(counted).all())
+            else:  # the runs read: their counts alone, not a GROUP BY over every interval
+                counts_of = {}
+                for start in range(0, len(order), RUNS_PER_QUERY):
+                    chunk = order[start:start + RUNS_PER_QUERY]
+                    counts_of.update(connection.execute(counted.where(intervals.c.run_id.in_(chunk))).all())
             read: dict[str, tuple[Interval, ...]] = {}
             for is_lean in (True, False):
                 ids = [run_id for run_id in order if wanted[run_id] is is_lean]
-                counts = [summary[run_id][0] if run_id in summary else 0 for run_id in ids]
+                counts = [counts_of.get(run_id, 0) for run_id in ids]
                 if len(ids) == len(rows):  # every run: one query (of the runs' rows: never an orphan's)
                     found = _intervals_of(connection, select(table.c.id), counts, is_lean, self.url)
                     read.update(zip(ids, found))

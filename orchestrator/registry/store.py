@@ -171,6 +171,7 @@ class Store(StoreReads):
             session.add(SqlRun(**values))
             session.flush()
             session.add_all(SqlInterval(run_id=run_id, created_at=now, **point) for point in intervals)
+            session.execute(update(SqlRun).where(SqlRun.id == run_id).values(interval_writes=len(intervals)))
 
         self._insert_run(run_id, insert_run)
         return self.get_run(run_id)
@@ -217,6 +218,9 @@ class Store(StoreReads):
         def write(session: Session) -> None:
             # one INSERT .. ON CONFLICT: an unknown run fails its foreign key (reported below)
             _upsert(session, SqlInterval, (run_id, step), run_id=run_id, step=step, **values)
+            # the run's row says its intervals changed (Store.report_runs digests it): same transaction
+            session.execute(update(SqlRun).where(SqlRun.id == run_id)
+                            .values(interval_writes=SqlRun.interval_writes + 1))
             session.flush()  # the interval row exists before its utterances reference it
             for split in utterances or {}:
                 session.execute(delete(SqlUtteranceResult).where(
