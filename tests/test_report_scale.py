@@ -269,3 +269,41 @@ def test_loss_trend_is_polyfits_slope_to_rounding() -> None:
         assert f"{trend.slope:.3g}" == f"{expected:.3g}"  # what the report prints
         assert (trend.first, trend.last) == (losses[order[0]], losses[order[-1]])
     assert loss_trend([0, 20, 40], [1.5, 1.5, 1.5]).slope == 0.0  # polyfit: -2e-19 or so
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_stored_rows_read_as_sqlalchemy_reads_them(backend: str, request: pytest.FixtureRequest,
+                                                       tmp_path: Path) -> None:
+    """report_runs reads SQLite's rows from the DBAPI cursor and converts them itself (timestamps,
+    JSON, booleans): exactly SQLAlchemy's values, column by column, for every column of runs,
+    artifacts and checks (another database: SQLAlchemy's own rows)."""
+    from sqlalchemy import select
+
+    from orchestrator.registry.models import SqlArtifact, SqlCheck, SqlRun
+    from orchestrator.registry.reads import _run_columns, _stored_children, _stored_rows
+    from orchestrator.registry.rows import _utc
+    from orchestrator.registry.store import ARTIFACT_COLUMNS, CHECK_COLUMNS
+
+    store = Store(registry_url(backend, request, tmp_path))
+    fill(store, tmp_path)
+    run = store.create_run(experiment="dora-e", config={"optim": {"seed": 1}, "x": [1.5, None, "é"]},
+                           config_hash="h", model_id="m", targets=["a"], target_summary="a (1)", lr=1e-4,
+                           steps=20, dora=True, git_commit=None, data_stats={"train": {"utterances": 3}})
+    store.progress(run.id, step=5, phase="train", loss=0.5, seconds_left=12.5)
+    store.annotate(run.id, "flawed", "a note")
+    table = SqlRun.__table__
+    for query in (select(*_run_columns(True), table.c.interval_writes), select(*_run_columns(False))):
+        expected = store._transact(lambda session: [tuple(r) for r in session.connection().execute(query).all()],
+                                   read_only=True)
+        stored, read = store._transact(lambda session: _stored_rows(session.connection(), query), read_only=True)
+        assert sorted((tuple(read(row)) for row in stored), key=repr) == sorted(expected, key=repr)
+        assert any(isinstance(v, bool) and v for row in expected for v in row)  # dora=True was read, as a bool
+    for model, names in ((SqlArtifact, ARTIFACT_COLUMNS), (SqlCheck, CHECK_COLUMNS)):
+        grouped, read = store._transact(lambda session: _stored_children(session.connection(), model, names),
+                                        read_only=True)
+        got = {run_id: [read(row) for row in rows] for run_id, rows in grouped.items()}
+        want = {r.id: [tuple(getattr(x, n) for n in names) for x in (r.artifacts if model is SqlArtifact else r.checks)]
+                for r in store.list_runs() if (r.artifacts if model is SqlArtifact else r.checks)}
+        assert {k: [tuple(_utc(v) if hasattr(v, "tzinfo") else v for v in row) for row in rows]
+                for k, rows in got.items()} == want
+    store.close()

@@ -9,6 +9,8 @@ from datetime import datetime
 import dataclasses
 import hashlib
 import itertools
+import json
+import marshal
 import pickle
 import random
 import time
@@ -16,7 +18,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Select, func, select, tuple_
+from sqlalchemy import JSON, Boolean, Connection, DateTime, Engine, Select, func, select, tuple_
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -203,16 +205,17 @@ class StoreReads:
             connection = session.connection()
             table, intervals = SqlRun.__table__, SqlInterval.__table__
             # in table order, sorted here: ORDER BY id would visit the rows through the id index (twice the cost)
-            rows = sorted(connection.execute(select(*_run_columns(True), table.c.interval_writes)).all(), key=_RUN_ID)
-            artifacts = _children(connection, SqlArtifact, ARTIFACT_COLUMNS, ())
-            checks = _children(connection, SqlCheck, CHECK_COLUMNS, ())
+            stored, read_run = _stored_rows(connection, select(*_run_columns(True), table.c.interval_writes))
+            stored.sort(key=_RUN_ID)
+            artifacts, read_artifact = _stored_children(connection, SqlArtifact, ARTIFACT_COLUMNS)
+            checks, read_check = _stored_children(connection, SqlCheck, CHECK_COLUMNS)
             digests, shells = {}, []
-            for row in rows:
+            for row in stored:
                 run_id = row[0]
-                found = (tuple(row), artifacts.get(run_id, ()), checks.get(run_id, ()))
-                # pickle: a value's bytes (it unpickles to an equal value: unequal ones never share them), at half repr's cost
-                digests[run_id] = hashlib.blake2b(pickle.dumps(found, 5), digest_size=16).hexdigest()
-                shells.append(_to_run(row[:-1], (), found[1], found[2]))
+                found = (row, artifacts.get(run_id, ()), checks.get(run_id, ()))
+                digests[run_id] = hashlib.blake2b(_value_bytes(found), digest_size=16).hexdigest()
+                shells.append(_to_run(read_run(row)[:-1], (), map(read_artifact, found[1]), map(read_check, found[2])))
+            rows = stored
             shells.sort(key=_STARTED_AT)  # stable: ties stay by id, as list_runs
             lean, full = choose(shells, digests)
             wanted = {**dict.fromkeys(lean, True), **dict.fromkeys(full, False)}
@@ -283,6 +286,72 @@ def _children(connection: Connection, model: type[Base], names: Sequence[str], w
         query = query.where(table.c.run_id.in_(within[0]))
     rows = connection.execute(query).all()
     return {run_id: [tuple(row[1:]) for row in group] for run_id, group in itertools.groupby(rows, key=_RUN_ID)}
+
+
+def _value_bytes(value: Any) -> bytes:
+    """Bytes equal only for equal values: marshal's, for plain values (SQLite's stored rows: text,
+    numbers, None), a fifth of pickle's cost; pickle's for anything else (datetimes, dicts of
+    another database's rows). Either unserialises to an equal value, so unequal ones never share them."""
+    try:
+        return marshal.dumps(value)
+    except ValueError:
+        return pickle.dumps(value, 5)
+
+
+def _stored_rows(connection: Connection, query: Select, skip: int = 0
+                 ) -> tuple[list[tuple[Any, ...]], Callable[[Sequence[Any]], Sequence[Any]]]:
+    """The rows of `query` as the database holds them, and what turns one (less its first `skip`
+    columns) into the values SQLAlchemy would have read. On SQLite, the DBAPI cursor's own tuples
+    (timestamps and JSON as text, booleans as 0/1), which cost a third of SQLAlchemy's rows at
+    10,000 runs: timestamps are read by datetime.fromisoformat (SQLAlchemy stores them in ISO
+    format), JSON by json.loads, booleans by bool. Elsewhere, or for a column of a type not named
+    here, SQLAlchemy's own rows and no conversion."""
+    dialect = connection.dialect
+    convert: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, column in enumerate(query.selected_columns):
+        generic = column.type
+        if dialect.name != "sqlite":
+            break
+        if generic.dialect_impl(dialect).result_processor(dialect, None) is None:
+            continue
+        if isinstance(generic, DateTime):
+            convert.append((i - skip, datetime.fromisoformat))
+        elif isinstance(generic, JSON):
+            convert.append((i - skip, json.loads))
+        elif isinstance(generic, Boolean):
+            convert.append((i - skip, bool))
+        else:
+            break
+    else:
+        result = connection.execute(query)
+        try:
+            rows = result.cursor.fetchall()
+        finally:
+            result.close()
+
+        def read(row: Sequence[Any]) -> Sequence[Any]:
+            values = list(row)
+            for i, f in convert:
+                if values[i] is not None:
+                    values[i] = f(values[i])
+            return values
+
+        return rows, read
+    return [tuple(row) for row in connection.execute(query).all()], _as_read
+
+
+def _as_read(row: Sequence[Any]) -> Sequence[Any]:
+    return row
+
+
+def _stored_children(connection: Connection, model: type[Base], names: Sequence[str]
+                     ) -> tuple[dict[str, list[tuple[Any, ...]]], Callable[[Sequence[Any]], Sequence[Any]]]:
+    """`_children` of every run as `_stored_rows` reads them: `names` of each, grouped by run id,
+    and the conversion of one."""
+    table = model.__table__
+    query = select(table.c.run_id, *(table.c[name] for name in names)).order_by(table.c.run_id, table.c[names[0]])
+    rows, read = _stored_rows(connection, query, skip=1)
+    return {run_id: [row[1:] for row in group] for run_id, group in itertools.groupby(rows, key=_RUN_ID)}, read
 
 
 def _intervals_of(connection: Connection, runs: Any, counts: Sequence[int], lean: bool, url: str
