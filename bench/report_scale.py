@@ -211,11 +211,9 @@ def measure(runs: int = 10_000, intervals: int = 50, *, repeats: int = 3, with_p
         compileall.compile_dir(PACKAGE, quiet=1)  # as scripts/setup.sh
         times: list[tuple[float, float]] = []  # (wall, CPU) seconds
         compiled: list[tuple[float, float]] = []  # the same report with no bytecode of orchestrator's
-        rounds = 0
         while len(times) < repeats:  # each a fresh interpreter; the file is rewritten in place each time
             for kept in (True, False):  # side by side: with the bytecode setup.sh writes, then without
-                rounds += 1
-                _change(url, rounds, intervals)
+                _change(url, len(times) + len(compiled) + 1, intervals)
                 if kept:
                     wall, cpu, stdout = _timed("report", "--registry", url, "--output", str(out))
                 else:

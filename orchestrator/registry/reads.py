@@ -215,12 +215,11 @@ class StoreReads:
                 found = (row, artifacts.get(run_id, ()), checks.get(run_id, ()))
                 digests[run_id] = hashlib.blake2b(_value_bytes(found), digest_size=16).hexdigest()
                 shells.append(_to_run(read_run(row)[:-1], (), map(read_artifact, found[1]), map(read_check, found[2])))
-            rows = stored
             shells.sort(key=_STARTED_AT)  # stable: ties stay by id, as list_runs
             lean, full = choose(shells, digests)
             wanted = {**dict.fromkeys(lean, True), **dict.fromkeys(full, False)}
-            order = [row[0] for row in rows if row[0] in wanted]  # by id, as the interval rows come
-            every = len(order) == len(rows)
+            order = [row[0] for row in stored if row[0] in wanted]  # by id, as the interval rows come
+            every = len(order) == len(stored)
             counted = select(intervals.c.run_id, func.count()).group_by(intervals.c.run_id)
             if every:
                 counts_of = dict(connection.execute(counted).all())
@@ -233,7 +232,7 @@ class StoreReads:
             for is_lean in (True, False):
                 ids = [run_id for run_id in order if wanted[run_id] is is_lean]
                 counts = [counts_of.get(run_id, 0) for run_id in ids]
-                if len(ids) == len(rows):  # every run: one query (of the runs' rows: never an orphan's)
+                if len(ids) == len(stored):  # every run: one query (of the runs' rows: never an orphan's)
                     found = _intervals_of(connection, select(table.c.id), counts, is_lean, self.url)
                     read.update(zip(ids, found))
                     continue
@@ -280,12 +279,8 @@ def _children(connection: Connection, model: type[Base], names: Sequence[str], w
               ) -> dict[str, list[tuple[Any, ...]]]:
     """The rows of a run's child table (artifacts, checks) by run id, `names` of each; of the
     runs a select of ids in `within` names, or of every run."""
-    table = model.__table__
-    query = select(table.c.run_id, *(table.c[name] for name in names)).order_by(table.c.run_id, table.c[names[0]])
-    if within:
-        query = query.where(table.c.run_id.in_(within[0]))
-    rows = connection.execute(query).all()
-    return {run_id: [tuple(row[1:]) for row in group] for run_id, group in itertools.groupby(rows, key=_RUN_ID)}
+    stored, read = _stored_children(connection, model, names, within)
+    return {run_id: [tuple(read(row)) for row in rows] for run_id, rows in stored.items()}
 
 
 def _value_bytes(value: Any) -> bytes:
@@ -306,50 +301,52 @@ def _stored_rows(connection: Connection, query: Select, skip: int = 0
     10,000 runs: timestamps are read by datetime.fromisoformat (SQLAlchemy stores them in ISO
     format), JSON by json.loads, booleans by bool. Elsewhere, or for a column of a type not named
     here, SQLAlchemy's own rows and no conversion."""
-    dialect = connection.dialect
-    convert: list[tuple[int, Callable[[Any], Any]]] = []
+    convert = _sqlite_conversions(connection.dialect, query, skip)
+    if convert is None:
+        return [tuple(row) for row in connection.execute(query).all()], lambda row: row
+    result = connection.execute(query)
+    try:
+        rows = result.cursor.fetchall()
+    finally:
+        result.close()
+
+    def read(row: Sequence[Any]) -> Sequence[Any]:
+        values = list(row)
+        for i, f in convert:
+            if values[i] is not None:
+                values[i] = f(values[i])
+        return values
+
+    return rows, read
+
+
+_CONVERSIONS = ((DateTime, datetime.fromisoformat), (JSON, json.loads), (Boolean, bool))
+
+
+def _sqlite_conversions(dialect, query: Select, skip: int) -> list[tuple[int, Callable[[Any], Any]]] | None:
+    """(position less `skip`, conversion) of each column of `query` whose stored SQLite value
+    SQLAlchemy would convert; None off SQLite or for a column type not in _CONVERSIONS."""
+    if dialect.name != "sqlite":
+        return None
+    convert = []
     for i, column in enumerate(query.selected_columns):
-        generic = column.type
-        if dialect.name != "sqlite":
-            break
-        if generic.dialect_impl(dialect).result_processor(dialect, None) is None:
+        if column.type.dialect_impl(dialect).result_processor(dialect, None) is None:
             continue
-        if isinstance(generic, DateTime):
-            convert.append((i - skip, datetime.fromisoformat))
-        elif isinstance(generic, JSON):
-            convert.append((i - skip, json.loads))
-        elif isinstance(generic, Boolean):
-            convert.append((i - skip, bool))
-        else:
-            break
-    else:
-        result = connection.execute(query)
-        try:
-            rows = result.cursor.fetchall()
-        finally:
-            result.close()
-
-        def read(row: Sequence[Any]) -> Sequence[Any]:
-            values = list(row)
-            for i, f in convert:
-                if values[i] is not None:
-                    values[i] = f(values[i])
-            return values
-
-        return rows, read
-    return [tuple(row) for row in connection.execute(query).all()], _as_read
+        found = next((f for kind, f in _CONVERSIONS if isinstance(column.type, kind)), None)
+        if found is None:
+            return None
+        convert.append((i - skip, found))
+    return convert
 
 
-def _as_read(row: Sequence[Any]) -> Sequence[Any]:
-    return row
-
-
-def _stored_children(connection: Connection, model: type[Base], names: Sequence[str]
+def _stored_children(connection: Connection, model: type[Base], names: Sequence[str], within: Sequence[Any] = ()
                      ) -> tuple[dict[str, list[tuple[Any, ...]]], Callable[[Sequence[Any]], Sequence[Any]]]:
-    """`_children` of every run as `_stored_rows` reads them: `names` of each, grouped by run id,
-    and the conversion of one."""
+    """`_children`'s rows as `_stored_rows` reads them: `names` of each, grouped by run id, and
+    the conversion of one."""
     table = model.__table__
     query = select(table.c.run_id, *(table.c[name] for name in names)).order_by(table.c.run_id, table.c[names[0]])
+    if within:
+        query = query.where(table.c.run_id.in_(within[0]))
     rows, read = _stored_rows(connection, query, skip=1)
     return {run_id: [row[1:] for row in group] for run_id, group in itertools.groupby(rows, key=_RUN_ID)}, read
 

@@ -246,7 +246,7 @@ def _checkpoint_on_interrupt(run_dir: Path, step: int, saved: bool, **state) -> 
     raise KeyboardInterrupt
 
 
-def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path, pace: Pace | None = None) -> None:
+def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path, pace: Pace) -> None:
     """Reload `lora_adapter_best` (BEST_ADAPTER) from disk as `orchestrator eval` does and compare its
     WERs with the registry's (recorded as the `parity` check that criterion 7 reads)."""
     from orchestrator.training import inference
@@ -259,7 +259,7 @@ def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path, pace: 
     found = {}
     for i, split in enumerate(PARITY_SETS):  # WERs only: parity does not compare the loss (no loss pass)
         store.progress(run_id, step=last, phase=f"parity {split}",
-                       seconds_left=None if pace is None else pace.seconds_left(last, PARITY_SETS[i:], parity=False))
+                       seconds_left=pace.seconds_left(last, PARITY_SETS[i:], parity=False))
         found[split] = inference.evaluate_manifest(loaded, getattr(spec.eval, f"{split}_manifest"), progress=False,
                                                    with_loss=False)
     domain, heldout = found["domain"], found["heldout"]
@@ -271,8 +271,7 @@ def check_parity(spec: RunSpec, store: Store, run_id: str, run_dir: Path, pace: 
 
 
 def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, processor, splits: Splits,
-           device: torch.device, progress: bool, on_interval: IntervalHook | None = None,
-           pace: Pace | None = None) -> Stop | None:
+           device: torch.device, progress: bool, on_interval: IntervalHook | None, pace: Pace) -> Stop | None:
     """The train loop; returns why it stopped before optim.steps (early stopping, `on_interval`), else
     None. `pace` is told every training and evaluation time it measures (its forecast goes with
     each progress write)."""
@@ -320,13 +319,11 @@ def _train(spec: RunSpec, store: Store, run_id: str, run_dir: Path, model, proce
     # unless early stopping on the dev loss (domain + heldout) needs it; the dev set: WER only
     sets = {"domain": (splits.domain.kept, True), "heldout": (splits.heldout.kept, heldout_loss),
             **({"select": (splits.select.kept, False)} if splits.select is not None else {})}
-    pace = pace or Pace(o.steps, eval_steps, tuple(sets))
-    order = tuple(sets)
 
     def measure(split: str, step: int) -> EvalResult:
         utts, with_loss = sets[split]
         store.progress(run_id, step=step, phase=f"eval {split} @{step}",
-                       seconds_left=pace.seconds_left(step, order[order.index(split):]))
+                       seconds_left=pace.seconds_left(step, pace.sets[pace.sets.index(split):]))
         result = evaluate(model, processor, bank, utts, desc=f"eval {split} @{step}", **{**eval_kw, "with_loss": with_loss})
         telemetry.add_eval(result.audio_seconds, result.seconds)
         pace.evaluated(split, result.seconds)
